@@ -1,0 +1,21 @@
+"""Exception types. Each subclasses a built-in so ``except ValueError`` keeps working."""
+
+from __future__ import annotations
+
+__all__ = ["MedverseError", "InputError", "CheckpointError", "ResourceError"]
+
+
+class MedverseError(Exception):
+    """Base class of every error medverse raises on purpose."""
+
+
+class InputError(MedverseError, ValueError):
+    """A user-supplied volume, file, option or folder is unusable; the message names it."""
+
+
+class CheckpointError(MedverseError, ValueError):
+    """A weight file cannot be read or does not match the architecture."""
+
+
+class ResourceError(MedverseError, RuntimeError):
+    """Not enough memory for the requested settings; the message says which knob to lower."""

@@ -1,0 +1,97 @@
+"""Architecture configuration of the Medverse network."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from medverse.errors import InputError
+
+__all__ = ["ModelConfig", "TOKEN_LAYOUTS"]
+
+TOKEN_LAYOUTS = ("strided", "contiguous")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of :class:`~medverse.model.network.MedverseNet`.
+
+    Each field maps to the released code's name (``ours`` ↔ ``released``):
+    ``channels`` ↔ ``nb_inner_channels``, ``convs_per_stage`` ↔ ``nb_conv_layers_per_stage``,
+    ``bam_patches`` ↔ ``bam_patch_num``, ``bam_width`` ↔ ``bam_hidden_size``,
+    ``window`` ↔ ``img_size``.
+
+    Args:
+        channels: feature channels per stage, finest first; ``len(channels)`` stages.
+        convs_per_stage: 3x3x3 convolutions in every residual unit.
+        bam_patches: tokens per axis in the blockwise cross-attention (``p``; ``p**3`` tokens).
+        bam_width: width of the query/key projection and of the sin-cos table.
+        window: edge of the cubic window the network is run on (any multiple of
+            ``2**(len(channels)-1) * bam_patches`` works; the released model used 128).
+        token_layout: ``"strided"`` (released code, needed by released weights) or
+            ``"contiguous"`` (the paper's description).
+
+    Example:
+        >>> ModelConfig(channels=(8, 16, 32, 64, 128), window=64).window
+        64
+    """
+
+    channels: tuple[int, ...] = (32, 64, 128, 256, 512)
+    convs_per_stage: int = 2
+    bam_patches: int = 4
+    bam_width: int = 66
+    window: int = 128
+    token_layout: str = "strided"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+            raise InputError(f"channels must list at least 2 positive widths, got {self.channels}")
+        if self.convs_per_stage < 1:
+            raise InputError(f"convs_per_stage must be >= 1, got {self.convs_per_stage}")
+        if self.bam_patches < 1:
+            raise InputError(f"bam_patches must be >= 1, got {self.bam_patches}")
+        if self.bam_width < 6 or self.bam_width % 6:
+            raise InputError(
+                f"bam_width must be a positive multiple of 6 (sin/cos over 3 axes), got {self.bam_width}"
+            )
+        if self.token_layout not in TOKEN_LAYOUTS:
+            raise InputError(
+                f"token_layout must be one of {TOKEN_LAYOUTS}, got {self.token_layout!r}"
+            )
+        if self.window % self.window_multiple:
+            raise InputError(
+                f"window {self.window} must be a multiple of {self.window_multiple} "
+                f"(2**(stages-1) * bam_patches for {len(self.channels)} stages)"
+            )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.channels)
+
+    @property
+    def window_multiple(self) -> int:
+        """Every spatial size the network accepts is a multiple of this."""
+        return 2 ** (self.num_stages - 1) * self.bam_patches
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"unknown ModelConfig fields {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))

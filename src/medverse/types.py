@@ -1,0 +1,19 @@
+"""Axis conventions and type aliases. No logic lives here.
+
+Volumes are indexed in the file's voxel order ``(X, Y, Z)``; nothing is reoriented silently.
+A target tensor is ``(B, 1, X, Y, Z)`` and contexts are ``(B, L, 1, X, Y, Z)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+import torch
+
+__all__ = ["PathLike", "Shape3", "VolumeLike"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Shape3 = tuple[int, int, int]
+VolumeLike = Union[np.ndarray, torch.Tensor]
