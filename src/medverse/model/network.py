@@ -1,0 +1,331 @@
+"""The Medverse network: target encoder, context U-Net, target decoder.
+
+Hu et al., "Medverse: A Universal Model for Full-Resolution 3D Medical Image Segmentation,
+Transformation and Enhancement", arXiv 2509.09232 (AAAI 2026). The attribute names follow the
+released code so that :mod:`medverse.checkpoint.convert` needs only a short rename table.
+
+Shapes: ``B`` batch (windows), ``L`` contexts, ``C`` channels, ``X Y Z`` spatial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medverse.model.attention import sincos_3d
+from medverse.model.blocks import Downsample, ResidualUnit, UpsampleMerge, conv1x1
+from medverse.model.config import ModelConfig
+from medverse.model.fusion import FusionBlock, KeyValues
+
+__all__ = ["MedverseNet", "TargetState", "TargetEncoder", "ContextUNet", "TargetDecoder"]
+
+
+class ResidualStage(nn.Module):
+    """A stage that is only a residual unit (kept as a module so keys read ``<stage>.res.*``)."""
+
+    def __init__(self, channels: int, num_convs: int) -> None:
+        super().__init__()
+        self.res = ResidualUnit(channels, num_convs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res(x)
+
+
+class OutputBlock(nn.Module):
+    """ResidualUnit(C0) then a 1x1x1 conv to one channel; no final activation."""
+
+    def __init__(self, channels: int, num_convs: int) -> None:
+        super().__init__()
+        self.res = ResidualUnit(channels, num_convs)
+        self.head = conv1x1(channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.res(x))
+
+
+def _fusion(cfg: ModelConfig, channels: int, *, attention_first: bool) -> FusionBlock:
+    return FusionBlock(
+        channels,
+        cfg.convs_per_stage,
+        cfg.bam_width,
+        cfg.bam_patches,
+        cfg.token_layout,
+        attention_first=attention_first,
+    )
+
+
+class TargetEncoder(nn.Module):
+    """1→C0 embedding, then per stage a residual unit and a down-sampling. Never sees contexts."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ch = cfg.channels
+        self.embedding = conv1x1(1, ch[0])
+        self.enc_blocks = nn.ModuleList(
+            ResidualStage(c, cfg.convs_per_stage) for c in ch[:-1]
+        )
+        self.downsample_blocks = nn.ModuleList(Downsample(a, b) for a, b in zip(ch[:-1], ch[1:]))
+
+    def forward(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """``(B, 1, X, Y, Z)`` → pre-down-sampling features, finest first, then the bottleneck."""
+        x = self.embedding(target)
+        features = []
+        for block, down in zip(self.enc_blocks, self.downsample_blocks):
+            x = block(x)
+            features.append(x)
+            x = down(x)
+        features.append(x)
+        return features
+
+
+class ContextUNet(nn.Module):
+    """U-Net over (image, output) pairs, fused with the target at each encoder stage.
+
+    Shared by the semantic contexts and the autoregressive (AR) context.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ch = cfg.channels
+        self.embedding = conv1x1(2, ch[0])
+        self.enc_blocks = nn.ModuleList(
+            [_fusion(cfg, c, attention_first=False) for c in ch[:-1]]
+            + [ResidualStage(ch[-1], cfg.convs_per_stage)]
+        )
+        self.downsample_blocks = nn.ModuleList(Downsample(a, b) for a, b in zip(ch[:-1], ch[1:]))
+        rev = ch[::-1]
+        self.upsample_blocks = nn.ModuleList(UpsampleMerge(a, b) for a, b in zip(rev[:-1], rev[1:]))
+        self.dec_blocks = nn.ModuleList(ResidualStage(c, cfg.convs_per_stage) for c in rev[1:])
+
+    def forward(
+        self,
+        pairs: torch.Tensor,
+        target_key_values: list[KeyValues],
+        query_position: torch.Tensor,
+        num_groups: int,
+        embedding: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Features of each context, coarsest (bottleneck) first.
+
+        Args:
+            pairs: ``(B*G, 2, X, Y, Z)`` image and output, ``G`` contexts per target.
+            target_key_values: per encoder stage, keys/values of the target ``(B, ...)``.
+            query_position: ``(p**3, width)`` table plus the role code of these contexts.
+            num_groups: ``G``.
+            embedding: ``(C0,)`` added after stage 0's fusion (the AR context), or None.
+
+        Returns:
+            ``stages`` maps ``(B*G, C_s, ...)`` from the bottleneck to full resolution.
+        """
+        x = self.embedding(pairs)
+        skips = []
+        for i, down in enumerate(self.downsample_blocks):
+            x = self.enc_blocks[i](x, target_key_values[i], query_position, num_groups)
+            if i == 0 and embedding is not None:
+                x = x + embedding.view(1, -1, 1, 1, 1)
+            skips.append(x)
+            x = down(x)
+        x = self.enc_blocks[-1](x)
+        features = [x]
+        for up, block, skip in zip(self.upsample_blocks, self.dec_blocks, reversed(skips)):
+            x = block(up(x, skip))
+            features.append(x)
+        return features
+
+
+class TargetDecoder(nn.Module):
+    """Bottleneck fusion, then per stage up-sample + skip, residual unit and context fusion."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        rev = cfg.channels[::-1]
+        self.enc_blocks = nn.ModuleList([_fusion(cfg, rev[0], attention_first=True)])
+        self.upsample_blocks = nn.ModuleList(UpsampleMerge(a, b) for a, b in zip(rev[:-1], rev[1:]))
+        self.dec_blocks = nn.ModuleList(_fusion(cfg, c, attention_first=True) for c in rev[1:])
+        self.output_block = OutputBlock(rev[-1], cfg.convs_per_stage)
+
+    @property
+    def fusion_blocks(self) -> list[FusionBlock]:
+        """Fusion blocks from the bottleneck to full resolution (one per context level)."""
+        return [self.enc_blocks[0], *self.dec_blocks]
+
+    def forward(
+        self,
+        target_features: list[torch.Tensor],
+        context_key_values: list[KeyValues],
+        query_position: torch.Tensor,
+    ) -> torch.Tensor:
+        """``target_features`` from the encoder, per-level context keys/values → ``(B, 1, ...)``."""
+        t = self.enc_blocks[0](target_features[-1], context_key_values[0], query_position)
+        skips = target_features[-2::-1]
+        for i, (up, block) in enumerate(zip(self.upsample_blocks, self.dec_blocks)):
+            t = block(up(t, skips[i]), context_key_values[i + 1], query_position)
+        return self.output_block(t)
+
+
+@dataclass
+class TargetState:
+    """What the target contributes, computed once and reused for every context set and class.
+
+    Attributes:
+        features: target-encoder features, finest first, then the bottleneck.
+        key_values: keys/values of the target for each context-U-Net encoder fusion.
+    """
+
+    features: list[torch.Tensor]
+    key_values: list[KeyValues]
+
+
+class MedverseNet(nn.Module):
+    """The Medverse in-context network on one window.
+
+    Args:
+        config: architecture; the window size is not baked in (any multiple of
+            ``config.window_multiple`` works).
+
+    Example:
+        >>> cfg = ModelConfig(channels=(4, 8, 16), window=32)
+        >>> net = MedverseNet(cfg).eval()
+        >>> t = torch.rand(1, 1, 32, 32, 32)
+        >>> ci, co = torch.rand(1, 2, 1, 32, 32, 32), torch.rand(1, 2, 1, 32, 32, 32)
+        >>> net(t, ci, co).shape
+        torch.Size([1, 1, 32, 32, 32])
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ModelConfig()
+        self.config = cfg
+        table = sincos_3d(cfg.bam_patches, cfg.bam_width)[None]
+        self.sincos_pos_embed = nn.Parameter(table, requires_grad=False)
+        self.target_code = nn.Parameter(torch.zeros(cfg.bam_width))
+        self.image_context_code = nn.Parameter(torch.zeros(cfg.bam_width))
+        self.image_context_embedding = nn.Parameter(torch.zeros(cfg.channels[0]))
+        self.context_unet = ContextUNet(cfg)
+        self.target_encoder = TargetEncoder(cfg)
+        self.target_decoder = TargetDecoder(cfg)
+        self._init_codes()
+
+    def _init_codes(self) -> None:
+        for p in (self.target_code, self.image_context_code, self.image_context_embedding):
+            nn.init.normal_(p, std=0.02)
+
+    # -- roles ------------------------------------------------------------------------------
+    def _position(self, role: str) -> torch.Tensor:
+        table = self.sincos_pos_embed[0]
+        if role == "target":
+            return table + self.target_code
+        if role == "ar":
+            return table + self.image_context_code
+        return table
+
+    # -- stages -----------------------------------------------------------------------------
+    def encode_target(self, target: torch.Tensor) -> TargetState:
+        """Run the target encoder once: ``(B, 1, X, Y, Z)`` → :class:`TargetState`."""
+        features = self.target_encoder(target)
+        position = self._position("target")
+        blocks = self.context_unet.enc_blocks[:-1]
+        key_values = [blk.key_values(f, position) for blk, f in zip(blocks, features)]
+        return TargetState(features, key_values)
+
+    def encode_contexts(
+        self,
+        state: TargetState,
+        context_in: torch.Tensor,
+        context_out: torch.Tensor,
+        *,
+        context_batch: int | None = None,
+        autoregressive: bool = False,
+    ) -> list[torch.Tensor]:
+        """Mean context-U-Net features over contexts, in mini-batches of ``context_batch``.
+
+        Memory is that of one mini-batch (plus the running sums), whatever the number of
+        contexts. In training mode with gradients on, all mini-batches but the last run without
+        gradient and the last one's gradient is scaled by the number of mini-batches.
+
+        Args:
+            state: from :meth:`encode_target`.
+            context_in: ``(B, L, 1, X, Y, Z)`` context images.
+            context_out: ``(B, L, 1, X, Y, Z)`` context outputs.
+            context_batch: contexts per mini-batch (the released ``l``); None = all at once.
+            autoregressive: these are the AR pair (role code + embedding), not semantic.
+
+        Returns:
+            Per level, bottleneck first: the mean feature map ``(B, C_s, ...)``.
+        """
+        num_contexts = context_in.shape[1]
+        step = num_contexts if not context_batch else min(context_batch, num_contexts)
+        starts = list(range(0, num_contexts, step))
+        role = "ar" if autoregressive else "semantic"
+        position = self._position(role)
+        embedding = self.image_context_embedding if autoregressive else None
+        track_grad = torch.is_grad_enabled() and self.training
+        sums: list[torch.Tensor] | None = None
+        for n, start in enumerate(starts):
+            last = n == len(starts) - 1
+            pairs = torch.cat(
+                [context_in[:, start : start + step], context_out[:, start : start + step]], dim=2
+            )
+            group = pairs.shape[1]
+            with torch.set_grad_enabled(track_grad and last):
+                feats = self.context_unet(
+                    pairs.flatten(0, 1), state.key_values, position, group, embedding
+                )
+                chunk = [f.unflatten(0, (-1, group)).sum(dim=1) for f in feats]
+            if track_grad and last and len(starts) > 1:
+                k = len(starts)
+                chunk = [k * c - (k - 1) * c.detach() for c in chunk]
+            sums = chunk if sums is None else [s + c for s, c in zip(sums, chunk)]
+        assert sums is not None
+        return [s / num_contexts for s in sums]
+
+    def decode(
+        self,
+        state: TargetState,
+        semantic: list[torch.Tensor],
+        autoregressive: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Target decoder attending to the semantic mean (and the AR features) → ``(B, 1, ...)``."""
+        blocks = self.target_decoder.fusion_blocks
+        sem_pos, ar_pos = self._position("semantic"), self._position("ar")
+        key_values = []
+        for i, blk in enumerate(blocks):
+            keys, values = blk.key_values(semantic[i], sem_pos)
+            if autoregressive is not None:
+                ar_keys, ar_values = blk.key_values(autoregressive[i], ar_pos)
+                keys = torch.cat([keys, ar_keys], dim=1)
+                values = torch.cat([values, ar_values], dim=1)
+            key_values.append((keys, values))
+        return self.target_decoder(state.features, key_values, self._position("target"))
+
+    def forward(
+        self,
+        target: torch.Tensor,
+        context_in: torch.Tensor,
+        context_out: torch.Tensor,
+        ar_in: torch.Tensor | None = None,
+        ar_out: torch.Tensor | None = None,
+        *,
+        context_batch: int | None = None,
+    ) -> torch.Tensor:
+        """One window.
+
+        Args:
+            target: ``(B, 1, X, Y, Z)`` in [0, 1].
+            context_in: ``(B, L, 1, X, Y, Z)`` context images in [0, 1].
+            context_out: ``(B, L, 1, X, Y, Z)`` context outputs in [0, 1].
+            ar_in: ``(B, 1, 1, X, Y, Z)`` previous level's target image, or None.
+            ar_out: ``(B, 1, 1, X, Y, Z)`` previous level's prediction, or None.
+            context_batch: contexts per mini-batch (memory knob; the result does not change).
+
+        Returns:
+            ``(B, 1, X, Y, Z)`` regression map (masks: ``> 0.5``).
+        """
+        state = self.encode_target(target)
+        semantic = self.encode_contexts(state, context_in, context_out, context_batch=context_batch)
+        ar = None
+        if ar_in is not None and ar_out is not None:
+            ar = self.encode_contexts(state, ar_in, ar_out, autoregressive=True)
+        return self.decode(state, semantic, ar)
