@@ -1,0 +1,148 @@
+"""Named models (``arch`` or ``arch.tag``) and :func:`load_model`.
+
+Names resolve to packaged files or to a user path, never to a download.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from medverse.checkpoint.io import LoadedWeights, load_network, read_weights, sha256_file
+from medverse.errors import CheckpointError
+from medverse.model.config import ModelConfig
+from medverse.model.network import MedverseNet
+
+__all__ = ["ModelSpec", "register_model", "list_models", "get_spec", "load_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes:
+        name: ``arch`` or ``arch.tag`` (e.g. ``medverse-small.synthetic``).
+        config: architecture.
+        weights: file name inside the package's ``weights/`` folder, or None (no weights ship;
+            the released ``medverse-base`` weights must be converted by the user).
+        description: one line for ``medverse info``/``list_models``.
+    """
+
+    name: str
+    config: ModelConfig
+    weights: str | None
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_DEFAULT_TAG: dict[str, str] = {}
+
+
+def register_model(spec: ModelSpec, *, default: bool = False) -> ModelSpec:
+    _REGISTRY[spec.name] = spec
+    arch = spec.name.split(".")[0]
+    if default or arch not in _DEFAULT_TAG:
+        _DEFAULT_TAG[arch] = spec.name
+    return spec
+
+
+def list_models() -> list[str]:
+    """Registered names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Look a name up; ``arch`` alone means its default tag."""
+    name = _DEFAULT_TAG.get(name, name)
+    if name not in _REGISTRY:
+        raise CheckpointError(
+            f"unknown model {name!r}: not a registered name ({', '.join(list_models())}) "
+            "and not an existing path"
+        )
+    return _REGISTRY[name]
+
+
+def _packaged(file_name: str) -> Path:
+    return Path(str(resources.files("medverse") / "weights" / file_name))
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str] = "medverse-small",
+    *,
+    device: str | torch.device = "cpu",
+    pretrained: bool = True,
+    window: int | None = None,
+) -> MedverseNet:
+    """Build a network from a registered name or a weight file/folder.
+
+    Args:
+        name_or_path: a name from :func:`list_models`, a folder or ``.safetensors`` written by
+            ``medverse convert``/training, the released ``.ckpt``, or a bare state dict.
+        device: where to put the network.
+        pretrained: False builds the architecture with random weights (registered names only).
+        window: override the window edge.
+
+    Returns:
+        The network in eval mode, with ``.source`` and ``.weights_sha256`` set.
+
+    Raises:
+        CheckpointError: unknown name, name without packaged weights, unreadable file, or a
+            state dict that does not fit the architecture.
+
+    Example:
+        >>> net = load_model("medverse-base", pretrained=False)
+        >>> sum(p.numel() for p in net.parameters())
+        71054793
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        weights = read_weights(path, window=window)
+        sha = sha256_file(path) if path.is_file() else weights.meta.get("sha256", "")
+    else:
+        spec = get_spec(str(name_or_path))
+        config = spec.config
+        if window:
+            config = ModelConfig.from_dict({**config.to_dict(), "window": window})
+        if not pretrained:
+            net = MedverseNet(config).eval()
+            net.source, net.weights_sha256 = f"{spec.name} (random init)", ""
+            return net.to(device)
+        if spec.weights is None:
+            raise CheckpointError(
+                f"{spec.name!r} ships no weights. Convert the authors' checkpoint with "
+                f"`medverse convert medverse.ckpt medverse_base/` and pass that folder, or use "
+                f"pretrained=False for a randomly initialised network."
+            )
+        file = _packaged(spec.weights)
+        weights = read_weights(file, window=config.window)
+        weights = LoadedWeights(weights.state_dict, config, f"packaged {spec.name}", weights.meta)
+        sha = sha256_file(file)
+    net = load_network(weights)
+    net.source, net.weights_sha256 = weights.source, sha
+    log.info("loaded %s (%s)", weights.source, weights.config)
+    return net.to(device)
+
+
+register_model(
+    ModelSpec(
+        "medverse-base",
+        ModelConfig(),
+        None,
+        "released architecture (71.05 M parameters, 128^3 windows); weights: convert the authors' checkpoint",
+    )
+)
+register_model(
+    ModelSpec(
+        "medverse-small",
+        ModelConfig(channels=(8, 16, 32, 64, 128), window=64),
+        None,
+        "CPU-sized Medverse (channels 8..128, 64^3 windows)",
+    )
+)

@@ -1,0 +1,104 @@
+"""Properties of MedverseNet that hold for any weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medverse.model.config import ModelConfig
+from medverse.model.network import MedverseNet
+
+
+def _inputs(window: int, num_contexts: int, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    shape = (window,) * 3
+    target = torch.rand(batch, 1, *shape)
+    context_in = torch.rand(batch, num_contexts, 1, *shape)
+    context_out = (torch.rand(batch, num_contexts, 1, *shape) > 0.5).float()
+    ar_in, ar_out = torch.rand(batch, 1, 1, *shape), torch.rand(batch, 1, 1, *shape)
+    return target, context_in, context_out, ar_in, ar_out
+
+
+def _scaled(net: MedverseNet, gain: float = 2.0) -> MedverseNet:
+    """Default init gives an almost constant output; a gain makes every part show (as golden)."""
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(".weight"):
+                p.mul_(gain)
+    return net.eval()
+
+
+def test_output_shape_and_finite(tiny_config: ModelConfig) -> None:
+    net = _scaled(MedverseNet(tiny_config))
+    t, ci, co, ai, ao = _inputs(16, 3, batch=2)
+    with torch.no_grad():
+        y = net(t, ci, co, ai, ao)
+    assert y.shape == (2, 1, 16, 16, 16)
+    assert torch.isfinite(y).all()
+
+
+def test_independent_of_context_order_and_batch(tiny_config: ModelConfig) -> None:
+    net = _scaled(MedverseNet(tiny_config))
+    t, ci, co, ai, ao = _inputs(16, 5)
+    with torch.no_grad():
+        ref = net(t, ci, co, ai, ao, context_batch=None)
+        perm = torch.tensor([3, 0, 4, 1, 2])
+        shuffled = net(t, ci[:, perm], co[:, perm], ai, ao, context_batch=2)
+        one_by_one = net(t, ci, co, ai, ao, context_batch=1)
+    assert (ref - shuffled).abs().max() <= 1e-5
+    assert (ref - one_by_one).abs().max() <= 1e-5
+
+
+def test_output_changes_with_context(tiny_config: ModelConfig) -> None:
+    net = _scaled(MedverseNet(tiny_config))
+    t, ci, co, ai, ao = _inputs(16, 2)
+    with torch.no_grad():
+        a = net(t, ci, co, ai, ao)
+        b = net(t, ci, 1.0 - co, ai, ao)
+        c = net(t, ci, co)  # without the autoregressive context
+    assert (a - b).abs().max() > 1e-3
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_gradients_reach_every_parameter(tiny_config: ModelConfig) -> None:
+    net = MedverseNet(tiny_config).train()
+    t, ci, co, ai, ao = _inputs(16, 3)
+    net(t, ci, co, ai, ao, context_batch=2).square().mean().backward()
+    missing = [
+        n
+        for n, p in net.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+    assert missing == []
+    assert not net.sincos_pos_embed.requires_grad
+
+
+def test_minibatch_gradient_scaling_matches_full_batch_value(tiny_config: ModelConfig) -> None:
+    """Training with mini-batches: value identical; the last chunk carries k x its gradient."""
+    net = MedverseNet(tiny_config).train()
+    t, ci, co, _, _ = _inputs(16, 4)
+    full = net(t, ci, co, context_batch=None)
+    chunked = net(t, ci, co, context_batch=2)
+    assert (full - chunked).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("window", [64, 128])
+def test_layouts_differ_and_run(window: int) -> None:
+    outs = {}
+    for layout in ("strided", "contiguous"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(channels=(2, 4, 4, 4, 8), window=window, token_layout=layout)
+        net = _scaled(MedverseNet(cfg))
+        torch.manual_seed(1)
+        t, ci, co, ai, ao = _inputs(window, 1)
+        with torch.no_grad():
+            outs[layout] = net(t, ci, co, ai, ao)
+        assert outs[layout].shape == (1, 1, window, window, window)
+    assert (outs["strided"] - outs["contiguous"]).abs().max() > 1e-3
+
+
+def test_window_not_fixed_at_construction(tiny_config: ModelConfig) -> None:
+    net = _scaled(MedverseNet(tiny_config))
+    for window in (16, 32):
+        t, ci, co, _, _ = _inputs(window, 1)
+        with torch.no_grad():
+            assert net(t, ci, co).shape[-1] == window
