@@ -1,0 +1,248 @@
+"""Synthetic label maps, images, nnU-Net folders and the enhancement degradations."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medverse.data.synthesis import (
+    ENHANCEMENT_OPS,
+    BiasField,
+    GaussianNoise,
+    Inpainting,
+    LowResolution,
+    RandomBiasField,
+    RandomGaussianNoise,
+    RandomInpainting,
+    RandomLowResolution,
+    RandomSaltAndPepper,
+    SaltAndPepper,
+    default_enhancements,
+    draw_anatomy,
+    make_label_map,
+    make_subject,
+    perlin_noise,
+    render_modality,
+    write_synthetic_dataset,
+)
+from medverse.errors import InputError
+
+SHAPE = (32, 32, 32)
+
+
+def smooth_image(seed: int = 0) -> np.ndarray:
+    """A synthetic image in [0, 1] with structure (so degradations have something to change)."""
+    return make_subject(SHAPE, num_classes=5, num_modalities=1, seed=seed).images[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# label maps and images
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_classes", [1, 3, 8, 12])
+def test_label_map_has_every_class_and_a_body(num_classes: int) -> None:
+    labels = make_label_map(SHAPE, num_classes=num_classes, rng=np.random.default_rng(1))
+    assert labels.shape == SHAPE
+    assert np.issubdtype(labels.dtype, np.integer)
+    assert sorted(np.unique(labels).tolist()) == list(range(num_classes + 1))
+    # an object in a field of view: background all around the border, body not touching it much
+    border = np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel()])
+    assert (border == 0).mean() > 0.5
+    assert 0.05 < (labels > 0).mean() < 0.6
+
+
+def test_label_map_is_deterministic_by_seed() -> None:
+    a = make_label_map(SHAPE, num_classes=6, rng=np.random.default_rng(3))
+    b = make_label_map(SHAPE, num_classes=6, rng=np.random.default_rng(3))
+    c = make_label_map(SHAPE, num_classes=6, rng=np.random.default_rng(4))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_shared_anatomy_gives_similar_subjects() -> None:
+    anatomy = draw_anatomy(4, np.random.default_rng(0))
+    maps = [
+        make_label_map(SHAPE, num_classes=4, rng=np.random.default_rng(s), anatomy=anatomy)
+        for s in range(3)
+    ]
+    unrelated = make_label_map(SHAPE, num_classes=4, rng=np.random.default_rng(99))
+    same = [np.mean(maps[0] == m) for m in maps[1:]]
+    assert min(same) > np.mean(maps[0] == unrelated) - 0.05
+    assert all(not np.array_equal(maps[0], m) for m in maps[1:])  # but jittered
+
+
+def test_render_modality_in_unit_range_and_tracks_the_table() -> None:
+    rng = np.random.default_rng(0)
+    labels = make_label_map(SHAPE, num_classes=4, rng=rng)
+    table = np.array([0.0, 0.2, 0.4, 0.6, 0.9])
+    image = render_modality(labels, rng=rng, table=table)
+    assert image.dtype == np.float32 and image.shape == SHAPE
+    assert image.min() >= 0.0 and image.max() <= 1.0
+    means = [image[labels == k].mean() for k in range(5)]
+    assert means[0] < means[1] < means[4]  # class order of the table survives blur/bias/noise
+
+
+def test_make_subject_is_deterministic_and_modalities_differ() -> None:
+    a = make_subject(SHAPE, num_classes=4, num_modalities=3, seed=5)
+    b = make_subject(SHAPE, num_classes=4, num_modalities=3, seed=5)
+    assert a.images.shape == (3, *SHAPE) and a.labels.shape == SHAPE
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.allclose(a.images[0], a.images[1])
+    assert a.images.min() >= 0 and a.images.max() <= 1
+
+
+def test_bad_synthesis_arguments_raise() -> None:
+    with pytest.raises(InputError, match="num_classes"):
+        make_label_map(SHAPE, num_classes=0, rng=np.random.default_rng(0))
+    with pytest.raises(InputError, match="shape"):
+        make_label_map((8, 8), num_classes=2, rng=np.random.default_rng(0))
+    with pytest.raises(InputError, match="num_modalities"):
+        make_subject(SHAPE, num_classes=2, num_modalities=0, seed=0)
+
+
+def test_write_synthetic_dataset_layout(tmp_path) -> None:
+    root = write_synthetic_dataset(
+        tmp_path / "ds", num_subjects=2, shape=(12, 10, 8), num_classes=3, num_modalities=2, seed=1
+    )
+    description = json.loads((root / "dataset.json").read_text())
+    assert description["channel_names"] == {"0": "synth0", "1": "synth1"}
+    assert description["labels"] == {"background": 0, "body": 1, "structure_2": 2, "structure_3": 3}
+    assert description["numTraining"] == 2 and description["file_ending"] == ".nii.gz"
+    image = nib.load(root / "imagesTr" / "synth_0001_0001.nii.gz")
+    label = nib.load(root / "labelsTr" / "synth_0001.nii.gz")
+    assert image.shape == label.shape == (12, 10, 8)
+    assert not np.allclose(image.affine, np.eye(4))  # non-identity affine, as real data
+    assert sorted(np.unique(np.asarray(label.dataobj)).tolist()) == [0, 1, 2, 3]
+    again = write_synthetic_dataset(
+        tmp_path / "again",
+        num_subjects=2,
+        shape=(12, 10, 8),
+        num_classes=3,
+        num_modalities=2,
+        seed=1,
+    )
+    np.testing.assert_array_equal(
+        nib.load(again / "imagesTr" / "synth_0001_0001.nii.gz").get_fdata(), image.get_fdata()
+    )
+
+
+def test_perlin_noise_is_smooth_and_bounded() -> None:
+    noise = perlin_noise(SHAPE, cells=2, octaves=1, rng=np.random.default_rng(0))
+    assert noise.shape == SHAPE and np.abs(noise).max() == pytest.approx(1.0)
+    white = np.random.default_rng(0).uniform(-1, 1, SHAPE)
+    # neighbouring voxels are strongly correlated, unlike white noise
+    assert np.abs(np.diff(noise, axis=0)).mean() < 0.2 * np.abs(np.diff(white, axis=0)).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# enhancement operations
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ENHANCEMENT_OPS))
+def test_random_op_draws_a_replayable_deterministic_op(name: str) -> None:
+    image = smooth_image()
+    random_op = default_enhancements()[name]
+    degraded, op = random_op(image, np.random.default_rng(11))
+    again, op_again = random_op(image, np.random.default_rng(11))
+    assert op == op_again
+    np.testing.assert_array_equal(degraded, again)
+    replayed = ENHANCEMENT_OPS[name](**dataclasses.asdict(op))(image)
+    np.testing.assert_array_equal(degraded, replayed)
+    assert degraded.dtype == np.float32 and degraded.shape == SHAPE
+    assert not np.allclose(degraded, image)
+    json.dumps(dataclasses.asdict(op))  # parameters are plain numbers, recordable in episodes
+
+
+@pytest.mark.parametrize("std", [0.05, 0.2])
+def test_gaussian_noise_std_matches(std: float) -> None:
+    image = smooth_image()
+    residual = GaussianNoise(std=std, seed=0)(image) - image
+    assert residual.std() == pytest.approx(std, rel=0.05)
+    assert abs(residual.mean()) < 0.01
+    assert not np.array_equal(GaussianNoise(std=std, seed=1)(image), image + residual)
+
+
+def test_salt_and_pepper_fraction_and_values() -> None:
+    image = smooth_image() * 0.8 + 0.1  # strictly inside (0.1, 0.9) ...
+    image[0, 0, 0], image[-1, -1, -1] = 0.0, 1.0  # ... with known extremes
+    degraded = SaltAndPepper(amount=0.1, seed=3, salt_ratio=0.25)(image)
+    changed = degraded != image
+    assert changed.mean() == pytest.approx(0.1, abs=0.01)
+    assert set(np.unique(degraded[changed]).tolist()) <= {0.0, 1.0}
+    assert (degraded[changed] == 1.0).mean() == pytest.approx(0.25, abs=0.03)
+
+
+def test_bias_field_is_smooth_multiplicative_and_seeded() -> None:
+    image = smooth_image()
+    op = RandomBiasField(coefficients=0.5).draw(np.random.default_rng(0))
+    assert len(op.coefficients) == 19  # (3+1)(3+2)(3+3)/6 - 1 Legendre terms of order 3
+    field = op.field(SHAPE)
+    assert field.min() > 0
+    np.testing.assert_allclose(op(image), image * field, rtol=1e-6)
+    assert np.abs(np.diff(np.log(field), axis=0)).max() < 0.5  # low frequency
+    assert BiasField(coefficients=(0.0,) * 19)(image) == pytest.approx(image)
+    with pytest.raises(InputError, match="coefficients"):
+        BiasField(coefficients=(0.1,) * 3)(image)
+
+
+def test_inpainting_blanks_the_requested_fraction() -> None:
+    image = smooth_image() + 0.5
+    op = Inpainting(fraction=0.2, seed=4, fill=0.0)
+    mask = op.mask(SHAPE)
+    assert mask.mean() == pytest.approx(0.2, abs=0.01)
+    degraded = op(image)
+    assert np.all(degraded[mask] == 0.0)
+    np.testing.assert_array_equal(degraded[~mask], image[~mask])
+    # the mask is made of blobs, not scattered voxels: most masked voxels have a masked neighbour
+    assert (mask[1:] & mask[:-1]).sum() > 0.8 * mask[1:].sum()
+
+
+def high_frequency_fraction(volume: np.ndarray, axis: int) -> float:
+    """Share of the (mean-free) spectral energy along ``axis`` above half the Nyquist frequency."""
+    spectrum = np.abs(np.fft.rfft(volume - volume.mean(), axis=axis)) ** 2
+    cut = spectrum.shape[axis] // 2
+    high = np.take(spectrum, range(cut, spectrum.shape[axis]), axis=axis).sum()
+    return float(high / spectrum.sum())
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_low_resolution_removes_high_frequencies_along_its_axis(axis: int) -> None:
+    image = np.random.default_rng(0).uniform(0, 1, SHAPE).astype(np.float32)  # white: flat spectrum
+    degraded = LowResolution(axis=axis, factor=3.0)(image)
+    assert degraded.shape == image.shape
+    assert high_frequency_fraction(image, axis) == pytest.approx(0.5, abs=0.05)
+    assert high_frequency_fraction(degraded, axis) < 0.1
+    other = (axis + 1) % 3  # the other axes keep a flat spectrum
+    assert high_frequency_fraction(degraded, other) == pytest.approx(0.5, abs=0.05)
+    assert abs(float(degraded.mean()) - float(image.mean())) < 0.01
+
+
+def test_fix_strength_keeps_level_and_varies_realisation() -> None:
+    rng = np.random.default_rng(0)
+    noise = RandomGaussianNoise(std=(0.05, 0.2)).fix_strength(rng)
+    a, b = noise.draw(rng), noise.draw(rng)
+    assert a.std == b.std and a.seed != b.seed
+    sr = RandomLowResolution().fix_strength(rng)
+    assert sr.draw(rng) == sr.draw(rng)
+    sp = RandomSaltAndPepper().fix_strength(rng)
+    assert sp.draw(rng).amount == sp.draw(rng).amount
+    inpaint = RandomInpainting().fix_strength(rng)
+    assert inpaint.draw(rng).fraction == inpaint.draw(rng).fraction
+
+
+def test_random_op_ranges_are_checked() -> None:
+    with pytest.raises(InputError, match="std"):
+        RandomGaussianNoise(std=(0.3, 0.1))
+    with pytest.raises(InputError, match="fraction"):
+        RandomInpainting(fraction=(0.5, 1.2))
+    with pytest.raises(InputError, match="axes"):
+        RandomLowResolution(axes=(3,))
+    with pytest.raises(InputError, match="3-D"):
+        GaussianNoise(std=0.1, seed=0)(np.zeros((4, 4)))
