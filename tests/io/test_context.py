@@ -258,7 +258,11 @@ def test_same_grid_returns_arrays_untouched(
     for mode in ("physical", "fov"):
         image, output, description = align_pair(pair, target, mode=mode)
         assert image is pair.image.array and output is pair.output.array
-        assert "already on the target grid (40,40,40) 1.0 mm; not resampled" in description
+        expected = {
+            "physical": "already on the target grid (40,40,40) 1.0 mm; not resampled",
+            "fov": "same shape (40,40,40) and orientation RAS as the target; not resized (fov)",
+        }[mode]
+        assert description == f"context 'target.nii.gz': {expected}"
         assert align_to_target(pair.image, target, mode=mode) is pair.image.array
 
 
@@ -394,3 +398,12 @@ def test_options_list_the_valid_values(target: Volume) -> None:
         align_pair(pair, target, output_kind="mask")
     with pytest.raises(InputError, match="mode must be one of"):
         align_pair(pair, target, mode="rigid")
+
+
+def test_fov_ignores_spacing_when_shape_and_orientation_match(rng: np.random.Generator) -> None:
+    data = rng.random((10, 12, 8)).astype(np.float32)
+    context = Volume(data, _affine((3.0, 3.0, 3.0), (100.0, 0.0, 0.0)), name="c")
+    target = Volume(rng.random((10, 12, 8)), np.eye(4), name="t")
+    assert align_to_target(context, target, mode="fov") is context.array
+    with pytest.raises(InputError, match="does not overlap"):
+        align_to_target(context, target, mode="physical")

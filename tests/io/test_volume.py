@@ -484,3 +484,18 @@ def test_volume_save_round_trip(tmp_path: Path, volume_array: np.ndarray) -> Non
     affine = np.diag([0.5, -0.5, 1.5, 1.0])
     path = Volume(volume_array, affine, name="v").save(tmp_path / "v.nii.gz")
     np.testing.assert_array_equal(read_volume(path).array, volume_array)
+
+
+def test_nifti_without_orientation_warns_at_the_caller(
+    tmp_path: Path, volume_array: np.ndarray
+) -> None:
+    image = nib.Nifti1Image(volume_array, np.eye(4))
+    image.set_sform(None, code=0)
+    image.set_qform(None, code=0)
+    nib.save(image, tmp_path / "bare.nii")
+
+    with pytest.warns(UserWarning, match="neither sform nor qform") as record:
+        read_volume(tmp_path / "bare.nii")
+
+    assert str(tmp_path / "bare.nii") in str(record[0].message)
+    assert record[0].filename == __file__

@@ -292,7 +292,13 @@ def align_pair(
     target_grid = f"{format_shape(target.shape)} {format_spacing(target.spacing)}"
 
     if mode != "affine" and _on_target_grid(image, target, mode):
-        description = f"{head}: already on the target grid {target_grid}; not resampled ({mode})"
+        if mode == "fov":
+            description = (
+                f"{head}: same shape {format_shape(image.shape)} and orientation "
+                f"{''.join(image.orientation)} as the target; not resized (fov)"
+            )
+        else:
+            description = f"{head}: already on the target grid {target_grid}; not resampled"
         logger.info(description)
         return image.array, output.array, description
 

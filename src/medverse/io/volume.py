@@ -263,7 +263,7 @@ def _read_nifti(path: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
         warnings.warn(
             f"{where}: the NIfTI header has neither sform nor qform; using nibabel's "
             "fallback affine (voxel sizes only, no orientation or origin)",
-            stacklevel=4,
+            stacklevel=3,  # the caller of read_volume
         )
     data = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope/scl_inter
     return _to_3d(data, where), np.asarray(image.affine, dtype=np.float64)
