@@ -1,0 +1,57 @@
+"""One network call on a batch of windows, for every class, sharing the target encoding."""
+
+from __future__ import annotations
+
+import torch
+
+from medverse.model.network import MedverseNet
+
+__all__ = ["predict_window", "crop_windows"]
+
+
+def crop_windows(volume: torch.Tensor, slices: list[list[slice]]) -> torch.Tensor:
+    """Crop ``(B, L, K, X, Y, Z)`` at MONAI window coordinates → ``(n, L, K, w, w, w)``.
+
+    ``slices`` is MONAI's ``unravel_slice``: per window ``[batch, channel, x, y, z]``.
+    """
+    crops = [volume[(s[0], slice(None), slice(None), *s[2:])] for s in slices]
+    return crops[0] if len(crops) == 1 else torch.cat(crops)
+
+
+def predict_window(
+    net: MedverseNet,
+    target: torch.Tensor,
+    context_in: torch.Tensor,
+    context_out: torch.Tensor,
+    ar_in: torch.Tensor | None = None,
+    ar_out: torch.Tensor | None = None,
+    *,
+    context_batch: int | None = None,
+) -> torch.Tensor:
+    """Predict ``K`` outputs (classes) for windows of one target.
+
+    The target encoder runs once; the context U-Net and decoder run once per class.
+
+    Args:
+        net: the network.
+        target: ``(n, 1, X, Y, Z)``.
+        context_in: ``(n, L, 1, X, Y, Z)``.
+        context_out: ``(n, L, K, X, Y, Z)``: one output channel per class.
+        ar_in: ``(n, 1, 1, X, Y, Z)`` or None.
+        ar_out: ``(n, 1, K, X, Y, Z)`` or None.
+        context_batch: contexts per mini-batch.
+
+    Returns:
+        ``(n, K, X, Y, Z)``.
+    """
+    state = net.encode_target(target)
+    outputs = []
+    for k in range(context_out.shape[2]):
+        semantic = net.encode_contexts(
+            state, context_in, context_out[:, :, k : k + 1], context_batch=context_batch
+        )
+        ar = None
+        if ar_in is not None and ar_out is not None:
+            ar = net.encode_contexts(state, ar_in, ar_out[:, :, k : k + 1], autoregressive=True)
+        outputs.append(net.decode(state, semantic, ar))
+    return torch.cat(outputs, dim=1)
