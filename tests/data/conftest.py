@@ -15,6 +15,17 @@ NUM_SUBJECTS = 5
 
 
 @pytest.fixture(scope="session")
+def synthetic_spec() -> dict:
+    """What :func:`synthetic_root` holds."""
+    return {
+        "shape": SHAPE,
+        "num_classes": NUM_CLASSES,
+        "num_modalities": NUM_MODALITIES,
+        "num_subjects": NUM_SUBJECTS,
+    }
+
+
+@pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A read-only synthetic dataset; copy it (``shutil.copytree``) before breaking it."""
     root = tmp_path_factory.mktemp("synthetic") / "Dataset001_Synthetic"

@@ -1,0 +1,765 @@
+"""Training data in the nnU-Net raw layout, preprocessed once and cached.
+
+A dataset folder holds ``dataset.json``, ``imagesTr/{case}_{channel:04d}{file_ending}`` and
+``labelsTr/{case}{file_ending}`` (nnU-Net v2; the v1 keys ``modality`` and ``{"0": "background"}``
+label tables are read too). :class:`NnUNetDataset` checks the folder when it is built (files
+present, shapes equal, requested labels known, something left after filtering) and raises
+:class:`~medverse.errors.InputError` naming the file, so a broken dataset fails before training.
+:meth:`NnUNetDataset.prepare` goes further: it preprocesses every case (filling the cache) and
+checks that label files hold only ids of ``dataset.json``.
+
+Preprocessing (:class:`PreprocessConfig`) uses TorchIO: reorientation (``ToOrientation``),
+resampling (``Resample``), a crop to the non-zero bounding box (as nnU-Net), and per-channel
+percentile clipping with rescaling to ``[0, 1]`` (``RescaleIntensity``). Results are cached per case
+in ``.npz`` files keyed by a hash of the configuration and of the source files' paths, sizes and
+modification times, so an epoch does not re-read or re-resample NIfTIs.
+
+Several datasets are mixed with :class:`DatasetMix`; :class:`InMemoryDataset` wraps ready
+:class:`Case` objects (tests, synthetic data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchio as tio
+
+from medverse.errors import InputError
+from medverse.types import PathLike
+
+__all__ = [
+    "Case",
+    "DatasetMix",
+    "InMemoryDataset",
+    "NnUNetDataset",
+    "PreprocessConfig",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the cached content changes meaning; old cache files are then ignored.
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How raw volumes become training volumes. Part of the cache key.
+
+    Attributes:
+        orientation: target orientation code (TorchIO ``ToOrientation``), ``"RAS"`` by default
+            so every dataset shares axis directions; ``None`` keeps the file's voxel order.
+        spacing: target voxel size in mm (one number or three; TorchIO ``Resample``, labels
+            nearest); ``None`` keeps the native spacing (the method works at full resolution).
+        crop_foreground: crop to the bounding box of non-zero voxels of any channel or label
+            (nnU-Net's ``crop_to_nonzero``), plus ``foreground_margin`` voxels.
+        foreground_margin: margin of that crop, in voxels.
+        clip_percentiles: per channel, clip to these percentiles and rescale to ``[0, 1]``
+            (TorchIO ``RescaleIntensity``); ``None`` keeps raw intensities. 0.5/99.5 removes
+            outliers (hot voxels, metal) that would squash min-max normalisation of episodes.
+    """
+
+    orientation: str | None = "RAS"
+    spacing: float | tuple[float, float, float] | None = None
+    crop_foreground: bool = True
+    foreground_margin: int = 0
+    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.orientation is not None:
+            code = str(self.orientation).upper()
+            if len(code) != 3 or sorted(
+                set(code.replace("L", "R").replace("P", "A").replace("I", "S"))
+            ) != ["A", "R", "S"]:
+                raise InputError(
+                    f"orientation must be a 3-letter code such as 'RAS' or 'LPS', got {self.orientation!r}"
+                )
+            object.__setattr__(self, "orientation", code)
+        if self.spacing is not None:
+            values = (self.spacing,) * 3 if np.isscalar(self.spacing) else tuple(self.spacing)
+            if len(values) != 3 or not all(
+                math.isfinite(float(v)) and float(v) > 0 for v in values
+            ):
+                raise InputError(
+                    f"spacing must be a positive number or three, got {self.spacing!r}"
+                )
+            object.__setattr__(self, "spacing", tuple(float(v) for v in values))
+        if self.foreground_margin < 0:
+            raise InputError(f"foreground_margin must be >= 0, got {self.foreground_margin}")
+        if self.clip_percentiles is not None:
+            low, high = (float(v) for v in self.clip_percentiles)
+            if not 0 <= low < high <= 100:
+                raise InputError(
+                    f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles!r}"
+                )
+            object.__setattr__(self, "clip_percentiles", (low, high))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One preprocessed case.
+
+    Attributes:
+        name: case identifier (``"liver_007"``).
+        images: ``(M, X, Y, Z)`` float32, one channel per modality.
+        labels: ``(X, Y, Z)`` integer label map, or ``None`` for an unlabelled case.
+        channel_names: ``M`` modality names from ``dataset.json``.
+        label_names: label id -> name (background included).
+        spacing: voxel size in mm after preprocessing.
+        affine: 4x4 voxel-to-world (RAS) matrix after preprocessing.
+        dataset: name of the dataset it came from.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray | None
+    channel_names: tuple[str, ...]
+    label_names: dict[int, str]
+    spacing: tuple[float, float, float]
+    affine: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(4))
+    dataset: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape ``(X, Y, Z)``."""
+        x, y, z = self.images.shape[1:]
+        return int(x), int(y), int(z)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading: the only functions that touch image files
+# --------------------------------------------------------------------------------------------
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read any format TorchIO reads: ``(C, X, Y, Z)`` float32 array and RAS affine."""
+    tensor, affine = tio.io.read_image(path)
+    return np.asarray(tensor, dtype=np.float32), np.asarray(affine, dtype=np.float64)
+
+
+def _read_shape(path: Path) -> tuple[int, ...]:
+    """Shape ``(C, X, Y, Z)`` from the header only."""
+    return tuple(int(n) for n in tio.io.read_shape(path))
+
+
+# --------------------------------------------------------------------------------------------
+# nnU-Net raw folders
+# --------------------------------------------------------------------------------------------
+
+
+class NnUNetDataset:
+    """An nnU-Net raw dataset folder, checked on construction, preprocessed and cached per case.
+
+    Args:
+        root: the dataset folder (holding ``dataset.json``).
+        weight: sampling weight when mixed with others (:class:`DatasetMix`).
+        preprocess: preprocessing; default :class:`PreprocessConfig()`.
+        cache_dir: folder for preprocessed ``.npz`` files (a sub-folder per dataset);
+            ``None`` = no cache, every :meth:`load_case` reads and preprocesses again.
+        labels: label names or ids that segmentation tasks may use (default: every non-zero id of
+            ``dataset.json``). Unknown names/ids raise.
+        cases: keep only these case names (e.g. a training split); unknown names raise.
+        require_labels: if ``False``, cases without a label file are kept (``Case.labels`` is
+            ``None``; they serve transformation and enhancement tasks only).
+        brain_mask_from_labels: ``label > 0`` is a brain mask, enabling image -> skull-stripped
+            image transformation tasks (METHOD.md §4). Use it for brain datasets whose labels
+            cover the brain, and for synthetic data.
+        name: dataset name; default ``dataset.json``'s ``name`` or the folder name.
+        check_shapes: read every header on construction and compare shapes (cheap; no voxel data).
+
+    Raises:
+        InputError: missing/invalid ``dataset.json``, missing image or label file, image/label
+            shape mismatch, unknown label or case requested, or no case left; the message names
+            the file.
+
+    Example:
+        >>> import tempfile
+        >>> from medverse.data.synthesis import write_synthetic_dataset
+        >>> root = write_synthetic_dataset(tempfile.mkdtemp(), num_subjects=2, shape=(8, 8, 8))
+        >>> dataset = NnUNetDataset(root)
+        >>> case = dataset.load_case(0)
+        >>> case.images.shape[0], case.channel_names
+        (2, ('synth0', 'synth1'))
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        *,
+        weight: float = 1.0,
+        preprocess: PreprocessConfig | None = None,
+        cache_dir: PathLike | None = None,
+        labels: Sequence[str | int] | None = None,
+        cases: Sequence[str] | None = None,
+        require_labels: bool = True,
+        brain_mask_from_labels: bool = False,
+        name: str | None = None,
+        check_shapes: bool = True,
+    ):
+        self.root = Path(root)
+        if not (math.isfinite(weight) and weight > 0):
+            raise InputError(
+                f"dataset '{self.root}': weight must be a positive number, got {weight}"
+            )
+        self.weight = float(weight)
+        self.preprocess = preprocess if preprocess is not None else PreprocessConfig()
+        self.require_labels = require_labels
+        self.brain_mask_from_labels = brain_mask_from_labels
+        description = self._read_description()
+        self.name = name or str(description.get("name") or self.root.name)
+        self.file_ending = str(description.get("file_ending", ".nii.gz"))
+        self.channel_names = self._parse_channels(description)
+        self.label_table = self._parse_labels(description)
+        self.label_names = {v: k for k, v in self.label_table.items()}
+        self.label_ids = self._select_labels(labels)
+        self.case_names = self._list_cases(cases, description)
+        self.labeled = tuple(self.label_path(i).exists() for i in range(len(self.case_names)))
+        if check_shapes:
+            self._check_shapes()
+        self.cache_dir = None
+        if cache_dir is not None:
+            digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)
+            self.cache_dir = Path(cache_dir) / f"{safe}-{digest}"
+        logger.info("dataset %s: %d cases, channels %s", self.name, len(self), self.channel_names)
+
+    # -- parsing -------------------------------------------------------------------------------
+
+    def _read_description(self) -> dict:
+        path = self.root / "dataset.json"
+        if not path.is_file():
+            raise InputError(
+                f"'{path}' not found; an nnU-Net raw dataset folder holds dataset.json, imagesTr/ and labelsTr/"
+            )
+        try:
+            description = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise InputError(f"'{path}' is not valid JSON: {error}") from error
+        if not isinstance(description, dict):
+            raise InputError(f"'{path}' must hold a JSON object, got {type(description).__name__}")
+        return description
+
+    def _parse_channels(self, description: dict) -> tuple[str, ...]:
+        channels = description.get("channel_names", description.get("modality"))
+        path = self.root / "dataset.json"
+        if not isinstance(channels, dict) or not channels:
+            raise InputError(
+                f"'{path}' needs a non-empty 'channel_names' object such as {{\"0\": \"T1\"}}"
+            )
+        try:
+            ordered = sorted((int(k), str(v)) for k, v in channels.items())
+        except ValueError as error:
+            raise InputError(
+                f"'{path}': channel_names keys must be '0', '1', ..., got {list(channels)}"
+            ) from error
+        if [k for k, _ in ordered] != list(range(len(ordered))):
+            raise InputError(
+                f"'{path}': channel_names keys must be 0..{len(ordered) - 1}, got {[k for k, _ in ordered]}"
+            )
+        return tuple(v for _, v in ordered)
+
+    def _parse_labels(self, description: dict) -> dict[str, int]:
+        path = self.root / "dataset.json"
+        labels = description.get("labels")
+        if labels is None:
+            if self.require_labels:
+                raise InputError(
+                    f"'{path}' has no 'labels' table; add one or pass require_labels=False"
+                )
+            return {"background": 0}
+        if not isinstance(labels, dict):
+            raise InputError(f"'{path}': 'labels' must be an object name -> id")
+        table: dict[str, int] = {}
+        for key, value in labels.items():
+            if isinstance(value, str) and str(key).isdigit():  # nnU-Net v1: {"0": "background"}
+                key, value = value, int(key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(
+                    f"'{path}': label '{key}' has id {value!r}; only integer ids are supported "
+                    "(region-based labels are not)"
+                )
+            table[str(key)] = int(value)
+        return table
+
+    def _select_labels(self, requested: Sequence[str | int] | None) -> tuple[int, ...]:
+        foreground = sorted(v for v in self.label_table.values() if v != 0)
+        if requested is None:
+            return tuple(foreground)
+        chosen = []
+        for item in requested:
+            if isinstance(item, str) and item in self.label_table:
+                chosen.append(self.label_table[item])
+            elif not isinstance(item, str) and int(item) in self.label_table.values():
+                chosen.append(int(item))
+            else:
+                raise InputError(
+                    f"dataset '{self.name}' ({self.root / 'dataset.json'}): unknown label {item!r}; "
+                    f"known labels are {self.label_table}"
+                )
+        if not [c for c in chosen if c != 0]:
+            raise InputError(
+                f"dataset '{self.name}': labels={list(requested)} selects no foreground label"
+            )
+        return tuple(sorted({c for c in chosen if c != 0}))
+
+    def _list_cases(self, requested: Sequence[str] | None, description: dict) -> tuple[str, ...]:
+        images = self.root / "imagesTr"
+        if not images.is_dir():
+            raise InputError(
+                f"'{images}' not found; images go in imagesTr/{{case}}_0000{self.file_ending}"
+            )
+        suffix = f"_0000{self.file_ending}"
+        found = sorted(p.name[: -len(suffix)] for p in images.iterdir() if p.name.endswith(suffix))
+        expected = description.get("numTraining")
+        if isinstance(expected, int) and expected != len(found):
+            warnings.warn(
+                f"dataset '{self.name}': dataset.json says numTraining={expected}, found {len(found)} cases in '{images}'",
+                stacklevel=3,
+            )
+        if requested is not None:
+            unknown = sorted(set(requested) - set(found))
+            if unknown:
+                raise InputError(f"dataset '{self.name}': cases {unknown} not found in '{images}'")
+            found = [c for c in found if c in set(requested)]
+        if not found:
+            raise InputError(
+                f"dataset '{self.name}': no case left in '{images}' (looked for *{suffix}"
+                + (f", filtered by cases={list(requested)}" if requested is not None else "")
+                + ")"
+            )
+        for case in found:
+            for path in self.image_paths_of(case):
+                if not path.is_file():
+                    raise InputError(
+                        f"dataset '{self.name}', case '{case}': modality file '{path}' is missing "
+                        f"(channels {list(self.channel_names)})"
+                    )
+            label = self.root / "labelsTr" / f"{case}{self.file_ending}"
+            if self.require_labels and not label.is_file():
+                raise InputError(
+                    f"dataset '{self.name}', case '{case}': label file '{label}' is missing; "
+                    "add it, drop the case with cases=..., or pass require_labels=False"
+                )
+        return tuple(found)
+
+    def _check_shapes(self) -> None:
+        for index, case in enumerate(self.case_names):
+            paths = self.image_paths(index)
+            reference = _read_shape(paths[0])
+            for path in paths:
+                shape = _read_shape(path)
+                if shape[0] != 1:
+                    raise InputError(
+                        f"dataset '{self.name}': '{path}' has {shape[0]} channels; nnU-Net layout "
+                        "stores one 3-D volume per file"
+                    )
+                if shape != reference:
+                    raise InputError(
+                        f"dataset '{self.name}', case '{case}': '{path}' has shape {shape[1:]}, "
+                        f"'{paths[0]}' has {reference[1:]}"
+                    )
+            if self.labeled[index]:
+                label = self.label_path(index)
+                shape = _read_shape(label)
+                if shape[1:] != reference[1:]:
+                    raise InputError(
+                        f"dataset '{self.name}', case '{case}': label '{label}' has shape {shape[1:]} "
+                        f"but image '{paths[0]}' has {reference[1:]}"
+                    )
+
+    # -- access --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.case_names)
+
+    def __getitem__(self, index: int) -> Case:
+        return self.load_case(index)
+
+    def __iter__(self) -> Iterator[Case]:
+        for index in range(len(self)):
+            yield self.load_case(index)
+
+    def __repr__(self) -> str:
+        return (
+            f"NnUNetDataset(name={self.name!r}, root='{self.root}', cases={len(self)}, "
+            f"channels={self.channel_names}, labels={self.label_ids}, weight={self.weight})"
+        )
+
+    def image_paths_of(self, case: str) -> list[Path]:
+        """Image files of a case name, one per channel."""
+        return [
+            self.root / "imagesTr" / f"{case}_{c:04d}{self.file_ending}"
+            for c in range(len(self.channel_names))
+        ]
+
+    def image_paths(self, index: int) -> list[Path]:
+        """Image files of case ``index``, one per channel."""
+        return self.image_paths_of(self.case_names[index])
+
+    def label_path(self, index: int) -> Path:
+        """Label file of case ``index`` (may not exist when ``require_labels=False``)."""
+        return self.root / "labelsTr" / f"{self.case_names[index]}{self.file_ending}"
+
+    @property
+    def labeled_indices(self) -> tuple[int, ...]:
+        """Indices of cases that have a label file."""
+        return tuple(i for i, has in enumerate(self.labeled) if has)
+
+    def cache_path(self, index: int) -> Path | None:
+        """Where case ``index`` is cached under the current configuration (``None``: no cache)."""
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"{self.case_names[index]}-{self._cache_key(index)}.npz"
+
+    def _cache_key(self, index: int) -> str:
+        sources = [*self.image_paths(index)]
+        if self.labeled[index]:
+            sources.append(self.label_path(index))
+        stamp = []
+        for path in sources:
+            stat = path.stat()
+            stamp.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+        payload = json.dumps([CACHE_VERSION, self.preprocess.to_dict(), stamp], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def load_case(self, index: int) -> Case:
+        """Preprocessed case ``index``, from the cache when it is current.
+
+        Raises:
+            InputError: a file cannot be read, or the label file holds ids missing from
+                ``dataset.json`` (the message names the file).
+        """
+        if not -len(self) <= index < len(self):
+            raise IndexError(
+                f"case index {index} out of range for {len(self)} cases of '{self.name}'"
+            )
+        index = index % len(self)
+        path = self.cache_path(index)
+        if path is not None and path.is_file():
+            try:
+                return self._load_cached(index, path)
+            except (OSError, ValueError, KeyError) as error:  # damaged file: rebuild it
+                logger.warning("ignoring damaged cache file %s: %s", path, error)
+        case = self._preprocess(index)
+        if path is not None:
+            self._write_cache(case, path)
+        return case
+
+    def prepare(self, *, progress: bool = False) -> None:
+        """Preprocess (and cache) every case now, checking label values; call before training."""
+        indices: Sequence[int] = range(len(self))
+        if progress:
+            from tqdm import tqdm
+
+            indices = tqdm(indices, desc=f"preparing {self.name}")
+        for index in indices:
+            self.load_case(index)
+
+    # -- preprocessing -------------------------------------------------------------------------
+
+    def _preprocess(self, index: int) -> Case:
+        case = self.case_names[index]
+        paths = self.image_paths(index)
+        subject_items: dict[str, tio.Image] = {}
+        reference_affine = None
+        for channel, path in enumerate(paths):
+            array, affine = self._read(path)
+            if reference_affine is None:
+                reference_affine = affine
+            elif not np.allclose(affine, reference_affine, atol=1e-3):
+                warnings.warn(
+                    f"'{path}' has another affine than '{paths[0]}'; using the latter",
+                    stacklevel=3,
+                )
+            subject_items[f"image_{channel}"] = tio.ScalarImage(
+                tensor=torch.from_numpy(array), affine=reference_affine
+            )
+        labels = None
+        if self.labeled[index]:
+            label_path = self.label_path(index)
+            array, affine = self._read(label_path)
+            if array.shape[1:] != subject_items["image_0"].shape[1:]:
+                raise InputError(
+                    f"dataset '{self.name}', case '{case}': label '{label_path}' has shape {array.shape[1:]} "
+                    f"but image '{paths[0]}' has {subject_items['image_0'].shape[1:]}"
+                )
+            if not np.allclose(array, np.round(array)):
+                raise InputError(
+                    f"label '{label_path}' holds non-integer values; labels must be integer ids"
+                )
+            unknown = sorted(
+                set(np.unique(array).astype(int).tolist()) - set(self.label_table.values())
+            )
+            if unknown:
+                raise InputError(
+                    f"label '{label_path}' holds ids {unknown} that are not in "
+                    f"'{self.root / 'dataset.json'}' (known: {sorted(self.label_table.values())})"
+                )
+            if not np.allclose(affine, reference_affine, atol=1e-3):
+                warnings.warn(
+                    f"'{label_path}' has another affine than '{paths[0]}'; using the latter",
+                    stacklevel=3,
+                )
+            subject_items["label"] = tio.LabelMap(
+                tensor=torch.from_numpy(np.round(array)), affine=reference_affine
+            )
+        subject = tio.Subject(subject_items)
+        subject = self._transform(subject)
+        images = np.concatenate(
+            [subject[f"image_{c}"].data.numpy() for c in range(len(paths))]
+        ).astype(np.float32)
+        if "label" in subject:
+            labels = _as_label_dtype(subject["label"].data[0].numpy())
+        first = subject["image_0"]
+        return Case(
+            name=case,
+            images=images,
+            labels=labels,
+            channel_names=self.channel_names,
+            label_names=dict(self.label_names),
+            spacing=tuple(float(s) for s in first.spacing),
+            affine=np.asarray(first.affine, dtype=np.float64),
+            dataset=self.name,
+        )
+
+    def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            array, affine = _read_image(path)
+        except (RuntimeError, OSError, ValueError) as error:
+            raise InputError(f"dataset '{self.name}': cannot read '{path}': {error}") from error
+        if array.ndim != 4 or array.shape[0] != 1:
+            raise InputError(
+                f"dataset '{self.name}': '{path}' must hold one 3-D volume, got shape {array.shape}"
+            )
+        return array, affine
+
+    def _transform(self, subject: tio.Subject) -> tio.Subject:
+        config = self.preprocess
+        if config.orientation is not None:
+            subject = tio.ToOrientation(config.orientation)(subject)
+        if config.spacing is not None:
+            subject = tio.Resample(config.spacing)(subject)
+        if config.crop_foreground:
+            nonzero = np.zeros(subject.spatial_shape, dtype=bool)
+            for image in subject.get_images(intensity_only=False):
+                nonzero |= (image.data != 0).any(0).numpy()
+            if nonzero.any():
+                shape = np.asarray(subject.spatial_shape)
+                where = np.argwhere(nonzero)
+                low = np.maximum(where.min(0) - config.foreground_margin, 0)
+                high = np.minimum(where.max(0) + 1 + config.foreground_margin, shape)
+                cropping = tuple(
+                    int(v) for pair in zip(low, shape - high, strict=True) for v in pair
+                )
+                if any(cropping):
+                    subject = tio.Crop(cropping)(subject)
+        if config.clip_percentiles is not None:
+            subject = tio.RescaleIntensity(out_min_max=(0, 1), percentiles=config.clip_percentiles)(
+                subject
+            )
+        return subject
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def _write_cache(self, case: Case, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f"{case.name}-" + "[0-9a-f]" * 16 + ".npz"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
+        arrays = {
+            "images": case.images,
+            "spacing": np.asarray(case.spacing),
+            "affine": case.affine,
+        }
+        if case.labels is not None:
+            arrays["labels"] = case.labels
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _load_cached(self, index: int, path: Path) -> Case:
+        with np.load(path, allow_pickle=False) as data:
+            spacing = tuple(float(s) for s in data["spacing"])
+            return Case(
+                name=self.case_names[index],
+                images=data["images"],
+                labels=data["labels"] if "labels" in data.files else None,
+                channel_names=self.channel_names,
+                label_names=dict(self.label_names),
+                spacing=(spacing[0], spacing[1], spacing[2]),
+                affine=data["affine"],
+                dataset=self.name,
+            )
+
+
+def _as_label_dtype(array: np.ndarray) -> np.ndarray:
+    rounded = np.round(array)
+    if rounded.size and (
+        rounded.min() < np.iinfo(np.int16).min or rounded.max() > np.iinfo(np.int16).max
+    ):
+        return rounded.astype(np.int32)
+    return rounded.astype(np.int16)
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory datasets and mixes
+# --------------------------------------------------------------------------------------------
+
+
+class InMemoryDataset:
+    """Cases already in memory, with the attributes :class:`~medverse.data.episodes.EpisodeSampler` uses.
+
+    Args:
+        cases: the cases (same channel names).
+        name: dataset name.
+        weight: sampling weight in a :class:`DatasetMix`.
+        labels: label ids segmentation tasks may use (default: every non-zero id of
+            ``cases[0].label_names``).
+        brain_mask_from_labels: see :class:`NnUNetDataset`.
+
+    Example:
+        >>> from medverse.data.synthesis import make_subject
+        >>> subject = make_subject((8, 8, 8), num_classes=2, num_modalities=1, seed=0)
+        >>> case = Case("s0", subject.images, subject.labels, ("T1",), {0: "bg", 1: "body", 2: "x"}, (1.0, 1.0, 1.0))
+        >>> len(InMemoryDataset([case, case]))
+        2
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        *,
+        name: str = "in_memory",
+        weight: float = 1.0,
+        labels: Sequence[int] | None = None,
+        brain_mask_from_labels: bool = False,
+    ):
+        if not cases:
+            raise InputError(f"dataset '{name}' has no case")
+        if not (math.isfinite(weight) and weight > 0):
+            raise InputError(f"dataset '{name}': weight must be a positive number, got {weight}")
+        self.cases = tuple(cases)
+        self.name = name
+        self.weight = float(weight)
+        self.channel_names = tuple(cases[0].channel_names)
+        for case in self.cases:
+            if tuple(case.channel_names) != self.channel_names or case.images.shape[0] != len(
+                self.channel_names
+            ):
+                raise InputError(
+                    f"dataset '{name}': case '{case.name}' has channels {case.channel_names} "
+                    f"({case.images.shape[0]} images), expected {self.channel_names}"
+                )
+        self.label_names = dict(cases[0].label_names)
+        known = sorted(k for k in self.label_names if k != 0)
+        if labels is None:
+            self.label_ids = tuple(known)
+        else:
+            unknown = sorted(set(labels) - set(known))
+            if unknown:
+                raise InputError(f"dataset '{name}': unknown label ids {unknown}; known {known}")
+            self.label_ids = tuple(sorted(set(labels)))
+        self.labeled = tuple(case.labels is not None for case in self.cases)
+        self.case_names = tuple(case.name for case in self.cases)
+        self.brain_mask_from_labels = brain_mask_from_labels
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> Case:
+        return self.load_case(index)
+
+    def load_case(self, index: int) -> Case:
+        return self.cases[index]
+
+    @property
+    def labeled_indices(self) -> tuple[int, ...]:
+        return tuple(i for i, has in enumerate(self.labeled) if has)
+
+    def __repr__(self) -> str:
+        return (
+            f"InMemoryDataset(name={self.name!r}, cases={len(self)}, channels={self.channel_names})"
+        )
+
+
+class DatasetMix:
+    """Several datasets sampled by weight (episodes draw a dataset first, METHOD.md §4).
+
+    Args:
+        datasets: :class:`NnUNetDataset` or :class:`InMemoryDataset` objects.
+        weights: one positive weight per dataset; default each dataset's ``weight``. Normalised to
+            probabilities.
+
+    Example:
+        >>> mix = DatasetMix([a, b], weights=[3, 1])  # doctest: +SKIP
+        >>> mix.probabilities  # doctest: +SKIP
+        (0.75, 0.25)
+    """
+
+    def __init__(self, datasets: Sequence, *, weights: Sequence[float] | None = None):
+        self.datasets = tuple(datasets)
+        if not self.datasets:
+            raise InputError("DatasetMix needs at least one dataset")
+        raw = (
+            [float(ds.weight) for ds in self.datasets]
+            if weights is None
+            else [float(w) for w in weights]
+        )
+        if len(raw) != len(self.datasets):
+            raise InputError(f"got {len(raw)} weights for {len(self.datasets)} datasets")
+        if not all(math.isfinite(w) and w > 0 for w in raw):
+            raise InputError(f"dataset weights must be positive numbers, got {raw}")
+        total = sum(raw)
+        self.probabilities = tuple(w / total for w in raw)
+        names = [ds.name for ds in self.datasets]
+        if len(set(names)) != len(names):
+            raise InputError(f"dataset names must be unique in a mix, got {names}; pass name=...")
+
+    def __len__(self) -> int:
+        return len(self.datasets)
+
+    def __getitem__(self, index: int):
+        return self.datasets[index]
+
+    def __iter__(self) -> Iterator:
+        return iter(self.datasets)
+
+    @property
+    def num_cases(self) -> int:
+        """Total number of cases over all datasets."""
+        return sum(len(ds) for ds in self.datasets)
+
+    def choose(self, rng: np.random.Generator, among: Sequence[int] | None = None) -> int:
+        """Index of a dataset drawn by weight, optionally restricted to the indices ``among``."""
+        candidates = list(range(len(self.datasets))) if among is None else list(among)
+        if not candidates:
+            raise InputError("no dataset to choose from")
+        weights = np.asarray([self.probabilities[i] for i in candidates])
+        return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{ds.name}: {p:.3f}" for ds, p in zip(self.datasets, self.probabilities, strict=True)
+        )
+        return f"DatasetMix({parts})"
