@@ -1,0 +1,81 @@
+"""Evaluation harness: metrics, held-out protocol, baselines, reports and a real-anatomy kit.
+
+The model enters only as a callable ``method(target_image, context_images, context_outputs, *,
+spacing, task_family) -> array``; everything here is model-independent.
+
+Example:
+    >>> from medverse.evaluation import KitConfig, build_kit, evaluate, context_mean, write_report
+    >>> kit = build_kit(KitConfig(num_subjects=3, spacing=6.0, shape=(28, 34, 28)))  # doctest: +SKIP
+    >>> results = evaluate(kit, {"context_mean": context_mean}, num_contexts=2, num_draws=2)  # doctest: +SKIP
+    >>> write_report(results, "report")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from medverse.evaluation.baselines import context_mean, identity, multi_atlas, register_to_target
+from medverse.evaluation.kit import (
+    AAL_NOTE,
+    KIT_SEED_NAMESPACE,
+    KIT_TASKS,
+    EvaluationKit,
+    KitConfig,
+    KitFolder,
+    build_kit,
+    load_kit,
+    write_kit,
+)
+from medverse.evaluation.metrics import (
+    dice,
+    empty_reason,
+    hd95,
+    mae,
+    nsd,
+    psnr,
+    score_image,
+    score_segmentation,
+    ssim,
+)
+from medverse.evaluation.protocol import (
+    Case,
+    CaseResult,
+    EvaluationDataset,
+    Results,
+    TaskInfo,
+    draw_seed,
+    evaluate,
+)
+from medverse.evaluation.report import summarize, write_report
+
+__all__ = [
+    "AAL_NOTE",
+    "KIT_SEED_NAMESPACE",
+    "KIT_TASKS",
+    "Case",
+    "CaseResult",
+    "EvaluationDataset",
+    "EvaluationKit",
+    "KitConfig",
+    "KitFolder",
+    "Results",
+    "TaskInfo",
+    "build_kit",
+    "context_mean",
+    "dice",
+    "draw_seed",
+    "empty_reason",
+    "evaluate",
+    "hd95",
+    "identity",
+    "load_kit",
+    "mae",
+    "multi_atlas",
+    "nsd",
+    "psnr",
+    "register_to_target",
+    "score_image",
+    "score_segmentation",
+    "ssim",
+    "summarize",
+    "write_kit",
+    "write_report",
+]

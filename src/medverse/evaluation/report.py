@@ -1,0 +1,553 @@
+"""Write evaluation results: per-case CSV/JSON, summary tables, box plots, figures, index.html.
+
+Everything goes to one folder that opens without a server (relative links only)::
+
+    out_dir/
+      index.html        summary, notes, failures, box plots, figures
+      cases.csv         one row per (task, target, draw, method); deterministic
+      cases.json        the same rows plus configuration, seeds, versions, model hash; deterministic
+      summary.md        mean ± sd per task and method, n, failed and empty cases by reason
+      summary.csv       the same numbers, machine-readable; deterministic
+      timings.csv       method wall time per case (varies from run to run; kept apart on purpose)
+      figures/*.png     box plots and triplanar example figures (small PNGs)
+
+No file carries a timestamp, so two runs with the same seeds give byte-identical CSV/JSON files.
+Every file is written to a temporary name in the same folder and moved into place (atomic).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+import math
+import os
+import re
+import secrets
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medverse.evaluation.metrics import IMAGE_METRICS, SEGMENTATION_METRICS
+from medverse.evaluation.protocol import CaseResult, Example, Results
+
+__all__ = ["summarize", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+_DECIMALS = 6
+_METRIC_LABELS = {
+    "dice": "Dice",
+    "hd95": "HD95 (mm)",
+    "nsd": "NSD",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "mae": "MAE",
+}
+_CASE_COLUMNS = (
+    "task",
+    "family",
+    "target",
+    "method",
+    "draw",
+    "draw_seed",
+    "contexts",
+    "status",
+    "reason",
+    *SEGMENTATION_METRICS,
+    *IMAGE_METRICS,
+)
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    _atomic_write(path, text.encode("utf-8"))
+
+
+def _number(value: Any) -> Any:
+    """Round floats for output; NaN/inf become None (JSON null, empty CSV cell)."""
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+        return round(value, _DECIMALS)
+    return value
+
+
+def _csv_text(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore"
+    )
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {key: "" if _number(row.get(key)) is None else _number(row.get(key)) for key in columns}
+        )
+    return buffer.getvalue()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    return _number(value)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+# ----------------------------------------------------------------------------------- summary
+
+
+def _metrics_for(family: str) -> tuple[str, ...]:
+    return SEGMENTATION_METRICS if family == "segmentation" else IMAGE_METRICS
+
+
+def summarize(results: Results) -> list[dict[str, Any]]:
+    """Mean ± sd of every metric per (task, method), with counts.
+
+    Returns:
+        One dict per (task, method) in first-seen order: ``task``, ``family``, ``method``,
+        ``cases`` (records), ``failed``, ``<metric>_mean``, ``<metric>_sd`` (sample sd, ddof=1),
+        ``<metric>_n`` (finite values), ``reasons`` (reason → count, failures and empty cases),
+        ``note`` (the task's note).
+    """
+    groups: dict[tuple[str, str], list[CaseResult]] = {}
+    for record in results.records:
+        groups.setdefault((record.task, record.method), []).append(record)
+    rows = []
+    for (task, method), records in groups.items():
+        family = records[0].family
+        info = results.tasks.get(task)
+        row: dict[str, Any] = {
+            "task": task,
+            "family": family,
+            "method": method,
+            "cases": len(records),
+            "failed": sum(record.status == "failed" for record in records),
+            "note": info.note if info is not None else "",
+        }
+        for name in _metrics_for(family):
+            values = np.array(
+                [record.metrics.get(name, math.nan) for record in records if record.status == "ok"],
+                dtype=np.float64,
+            )
+            finite = values[np.isfinite(values)]
+            row[f"{name}_n"] = int(finite.size)
+            row[f"{name}_mean"] = float(finite.mean()) if finite.size else math.nan
+            row[f"{name}_sd"] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+        row["reasons"] = dict(sorted(Counter(r.reason for r in records if r.reason).items()))
+        rows.append(row)
+    return rows
+
+
+def _mean_sd(row: dict[str, Any], name: str) -> str:
+    mean, sd = row[f"{name}_mean"], row[f"{name}_sd"]
+    if not math.isfinite(mean):
+        return "–"
+    digits = 2 if name in ("hd95", "psnr") else 4 if name == "mae" else 3
+    text = f"{mean:.{digits}f}"
+    return text + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
+
+
+def _reason_text(reasons: dict[str, int]) -> str:
+    return "; ".join(f"{count}× {reason}" for reason, count in reasons.items())
+
+
+def _summary_tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:
+    tables = []
+    for title, families, metrics in (
+        ("Segmentation", ("segmentation",), SEGMENTATION_METRICS),
+        ("Transformation and enhancement", ("transformation", "enhancement"), IMAGE_METRICS),
+        ("Tasks the dataset could not provide", ("unknown",), ()),
+    ):
+        selected = [row for row in rows if row["family"] in families]
+        if not selected:
+            continue
+        header = [
+            "task",
+            "method",
+            "n",
+            *(_METRIC_LABELS[m] for m in metrics),
+            "failed",
+            "empty / failed (named)",
+            "note",
+        ]
+        body = []
+        for row in selected:
+            n = max((row[f"{m}_n"] for m in metrics), default=0)
+            body.append(
+                [
+                    row["task"],
+                    row["method"],
+                    str(n),
+                    *(_mean_sd(row, m) for m in metrics),
+                    str(row["failed"]),
+                    _reason_text(row["reasons"]),
+                    row["note"],
+                ]
+            )
+        tables.append((title, header, body))
+    return tables
+
+
+def _markdown(results: Results, rows: list[dict[str, Any]]) -> str:
+    config = results.config
+    lines = [
+        "# Evaluation summary",
+        "",
+        f"- contexts per query: {config.get('num_contexts')}, draws per target: "
+        f"{config.get('num_draws')}, seed: {config.get('seed')}",
+        f"- model hash: {results.model_hash or 'not given'}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in results.versions.items()),
+        "- mean ± sd over all (target, draw) cases with a defined value; n = number of such cases.",
+        "",
+    ]
+    for title, header, body in _summary_tables(rows):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for cells in body:
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _summary_csv_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    columns = ["task", "family", "method", "cases", "failed"]
+    for name in (*SEGMENTATION_METRICS, *IMAGE_METRICS):
+        columns += [f"{name}_mean", f"{name}_sd", f"{name}_n"]
+    columns += ["reasons", "note"]
+    flat = []
+    for row in rows:
+        item = dict(row)
+        item["reasons"] = _reason_text(row["reasons"])
+        flat.append(item)
+    return flat, columns
+
+
+# ----------------------------------------------------------------------------------- figures
+
+
+def _png(figure: Any) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _box_plot(results: Results, metric: str) -> bytes | None:
+    from matplotlib.figure import Figure
+
+    tasks = [
+        t
+        for t in dict.fromkeys(r.task for r in results.records)
+        if any(r.task == t and r.status == "ok" and metric in r.metrics for r in results.records)
+    ]
+    methods = list(dict.fromkeys(r.method for r in results.records))
+    if not tasks:
+        return None
+    figure = Figure(figsize=(max(4.0, 1.1 * len(tasks) + 1.5), 2.8), dpi=80)
+    axes = figure.add_subplot(1, 1, 1)
+    width = 0.8 / max(len(methods), 1)
+    colours = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+    for index, method in enumerate(methods):
+        data, positions = [], []
+        for position, task in enumerate(tasks):
+            values = [
+                r.metrics[metric]
+                for r in results.records
+                if r.task == task
+                and r.method == method
+                and r.status == "ok"
+                and math.isfinite(r.metrics.get(metric, math.nan))
+            ]
+            if values:
+                data.append(values)
+                positions.append(position - 0.4 + width * (index + 0.5))
+        if not data:
+            continue
+        parts = axes.boxplot(
+            data,
+            positions=positions,
+            widths=width * 0.9,
+            patch_artist=True,
+            manage_ticks=False,
+            showfliers=True,
+        )
+        for patch in parts["boxes"]:
+            patch.set_facecolor(colours[index % len(colours)])
+            patch.set_alpha(0.6)
+        axes.plot([], [], color=colours[index % len(colours)], linewidth=6, alpha=0.6, label=method)
+    notes = {t for t in tasks if results.tasks.get(t) is not None and results.tasks[t].note}
+    axes.set_xticks(range(len(tasks)))
+    axes.set_xticklabels([t + (" †" if t in notes else "") for t in tasks], rotation=20, fontsize=7)
+    axes.set_ylabel(_METRIC_LABELS.get(metric, metric), fontsize=8)
+    axes.tick_params(axis="y", labelsize=7)
+    axes.legend(fontsize=6, loc="best")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _slices(volume: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
+    x, y, z = centre
+    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
+
+
+def _aspects(spacing: Sequence[float]) -> list[float]:
+    sx, sy, sz = spacing
+    return [sy / sx, sz / sx, sz / sy]
+
+
+def _centre(reference: np.ndarray, family: str) -> tuple[int, int, int]:
+    mask = reference > 0.5 if family == "segmentation" else None
+    if mask is not None and mask.any():
+        centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
+    else:
+        centre = np.array(reference.shape) // 2
+    return int(centre[0]), int(centre[1]), int(centre[2])
+
+
+def _example_figure(example: Example) -> bytes:
+    from matplotlib.figure import Figure
+
+    centre = _centre(example.reference, example.family)
+    aspects = _aspects(example.spacing)
+    planes = ("axial", "coronal", "sagittal")
+    image = example.image
+    low, high = np.percentile(image, [0.5, 99.5])
+    if example.family == "segmentation":
+        figure = Figure(figsize=(6.0, 2.3), dpi=80)
+        for column, (image_slice, ref_slice, pred_slice) in enumerate(
+            zip(
+                _slices(image, centre),
+                _slices(example.reference, centre),
+                _slices(example.prediction, centre),
+                strict=True,
+            )
+        ):
+            axes = figure.add_subplot(1, 3, column + 1)
+            axes.imshow(
+                image_slice,
+                cmap="gray",
+                origin="lower",
+                aspect=aspects[column],
+                vmin=low,
+                vmax=high,
+            )
+            if (ref_slice > 0.5).any():
+                axes.contour(ref_slice > 0.5, levels=[0.5], colors="lime", linewidths=0.8)
+            if (pred_slice > 0.5).any():
+                axes.contour(pred_slice > 0.5, levels=[0.5], colors="red", linewidths=0.8)
+            axes.set_title(planes[column], fontsize=7)
+            axes.axis("off")
+        figure.suptitle(
+            f"{example.task} · {example.target} · {example.method}  (green: reference, red: prediction)",
+            fontsize=7,
+        )
+    else:
+        figure = Figure(figsize=(5.0, 5.0), dpi=80)
+        columns = (
+            ("input", image),
+            ("prediction", example.prediction),
+            ("reference", example.reference),
+        )
+        ref_low, ref_high = np.percentile(example.reference, [0.5, 99.5])
+        for column, (title, volume) in enumerate(columns):
+            vmin, vmax = (low, high) if title == "input" else (ref_low, ref_high)
+            for row, volume_slice in enumerate(_slices(volume, centre)):
+                axes = figure.add_subplot(3, 3, row * 3 + column + 1)
+                axes.imshow(
+                    volume_slice,
+                    cmap="gray",
+                    origin="lower",
+                    aspect=aspects[row],
+                    vmin=vmin,
+                    vmax=vmax,
+                )
+                axes.axis("off")
+                if row == 0:
+                    axes.set_title(title, fontsize=7)
+        figure.suptitle(f"{example.task} · {example.target} · {example.method}", fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+# -------------------------------------------------------------------------------------- html
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:0.85em;margin-bottom:1em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f0f0f0} td.note{font-size:0.8em;color:#8a4b00;max-width:28em}
+.note{background:#fff4e0;border-left:4px solid #e69500;padding:4px 8px;font-size:0.9em}
+img{border:1px solid #ddd;margin:2px} code{font-size:0.9em}
+"""
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    rows = []
+    for cells in body:
+        tds = [f"<td>{html.escape(cell)}</td>" for cell in cells[:-1]]
+        tds.append(f'<td class="note">{html.escape(cells[-1])}</td>')
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _html(
+    results: Results,
+    rows: list[dict[str, Any]],
+    box_plots: list[tuple[str, str]],
+    figures: dict[str, list[str]],
+) -> str:
+    config = results.config
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>medverse evaluation</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>medverse evaluation</h1>",
+        "<ul>",
+        f"<li>contexts per query: {config.get('num_contexts')}; draws per target: "
+        f"{config.get('num_draws')}; seed: {config.get('seed')}; methods: "
+        f"{html.escape(', '.join(config.get('methods', [])))}</li>",
+        f"<li>model hash: <code>{html.escape(str(results.model_hash or 'not given'))}</code></li>",
+        "<li>versions: "
+        + html.escape(", ".join(f"{k} {v}" for k, v in results.versions.items()))
+        + "</li>",
+        "<li>files: <a href='cases.csv'>cases.csv</a> · <a href='cases.json'>cases.json</a> · "
+        "<a href='summary.md'>summary.md</a> · <a href='summary.csv'>summary.csv</a> · "
+        "<a href='timings.csv'>timings.csv</a></li>",
+        "</ul>",
+        "<p>Mean ± sd over all (target, draw) cases with a defined value; n counts them. "
+        "Failed and empty-mask cases are counted by reason in the table.</p>",
+    ]
+    for title, header, body in _summary_tables(rows):
+        parts += [f"<h2>{html.escape(title)}</h2>", _html_table(header, body)]
+    failed = results.failed()
+    if failed:
+        parts.append(f"<h2>Failed cases ({len(failed)})</h2><ul>")
+        counts = Counter((r.task, r.method, r.reason) for r in failed)
+        for (task, method, reason), count in sorted(counts.items()):
+            parts.append(
+                f"<li>{count}× <b>{html.escape(task)}</b> / {html.escape(method)}: {html.escape(reason)}</li>"
+            )
+        parts.append("</ul>")
+    if box_plots:
+        parts.append("<h2>Distributions</h2><p>† the task carries a note (see its section).</p>")
+        for metric, name in box_plots:
+            parts.append(
+                f"<a href='figures/{name}'><img src='figures/{name}' alt='{html.escape(metric)}'></a>"
+            )
+    for task in dict.fromkeys(r.task for r in results.records):
+        info = results.tasks.get(task)
+        parts.append(f"<h2 id='{html.escape(_safe_name(task))}'>{html.escape(task)}</h2>")
+        if info is not None and info.description:
+            parts.append(f"<p>{html.escape(info.family)}: {html.escape(info.description)}</p>")
+        if info is not None and info.note:
+            parts.append(f"<p class='note'>Note: {html.escape(info.note)}</p>")
+        for name in figures.get(task, []):
+            parts.append(
+                f"<a href='figures/{name}'><img src='figures/{name}' alt='{html.escape(name)}'></a>"
+            )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------ public
+
+
+def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
+    """Write the report folder and return the path of its ``index.html``.
+
+    Args:
+        results: what :func:`~medverse.evaluation.protocol.evaluate` returned.
+        out_dir: destination folder (created if needed; files in it are replaced).
+
+    Returns:
+        ``out_dir / "index.html"``.
+    """
+    root = Path(out_dir)
+    figure_dir = root / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = [record.as_row() for record in results.records]
+    _atomic_text(root / "cases.csv", _csv_text(rows, _CASE_COLUMNS))
+    document = {
+        "config": results.config,
+        "versions": results.versions,
+        "model_hash": results.model_hash,
+        "tasks": {name: asdict(info) for name, info in results.tasks.items()},
+        "cases": rows,
+    }
+    _atomic_text(
+        root / "cases.json",
+        json.dumps(_json_safe(document), indent=1, sort_keys=True, allow_nan=False) + "\n",
+    )
+    timing_rows = [
+        {
+            "task": r.task,
+            "target": r.target,
+            "method": r.method,
+            "draw": r.draw,
+            "seconds": r.seconds,
+        }
+        for r in results.records
+    ]
+    _atomic_text(
+        root / "timings.csv",
+        _csv_text(timing_rows, ("task", "target", "method", "draw", "seconds")),
+    )
+
+    summary = summarize(results)
+    _atomic_text(root / "summary.md", _markdown(results, summary))
+    flat, columns = _summary_csv_rows(summary)
+    _atomic_text(root / "summary.csv", _csv_text(flat, columns))
+
+    box_plots = []
+    for metric in (*SEGMENTATION_METRICS, *IMAGE_METRICS):
+        data = _box_plot(results, metric)
+        if data is not None:
+            name = f"box_{metric}.png"
+            _atomic_write(figure_dir / name, data)
+            box_plots.append((metric, name))
+
+    figures: dict[str, list[str]] = {}
+    for example in results.examples:
+        name = (
+            _safe_name(f"{example.task}_{example.target}_{example.method}_draw{example.draw}")
+            + ".png"
+        )
+        try:
+            _atomic_write(figure_dir / name, _example_figure(example))
+        except (ValueError, IndexError) as error:  # a degenerate volume must not stop the report
+            logger.warning("figure %s skipped: %s", name, error)
+            continue
+        figures.setdefault(example.task, []).append(name)
+
+    index = root / "index.html"
+    _atomic_text(index, _html(results, summary, box_plots, figures))
+    return index

@@ -1,0 +1,92 @@
+"""Report files: deterministic CSV/JSON, summary with notes and failures, a static index.html."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from medverse.evaluation.baselines import context_mean, identity
+from medverse.evaluation.protocol import evaluate
+from medverse.evaluation.report import summarize, write_report
+
+DETERMINISTIC = ("cases.csv", "cases.json", "summary.csv", "summary.md")
+
+
+def run(dataset, out: Path) -> Path:
+    def crashing(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    crashing.task_families = ("segmentation",)
+    results = evaluate(
+        dataset,
+        {"mean": context_mean, "identity": identity, "crash": crashing},
+        num_contexts=2,
+        num_draws=2,
+        seed=3,
+        progress=False,
+        model_hash="test-hash",
+    )
+    return write_report(results, out)
+
+
+def test_two_runs_with_the_same_seeds_give_identical_files(make_ball_dataset, tmp_path):
+    dataset = make_ball_dataset(num_subjects=4, broken={"s2": "missing"})
+    first = run(dataset, tmp_path / "a")
+    second = run(dataset, tmp_path / "b")
+    for name in DETERMINISTIC:
+        assert (first.parent / name).read_bytes() == (second.parent / name).read_bytes(), name
+    # No temporary files are left behind.
+    assert not [p for p in first.parent.rglob(".tmp-*")]
+
+
+def test_report_contents(make_ball_dataset, tmp_path):
+    index = run(make_ball_dataset(num_subjects=4, broken={"s2": "missing"}), tmp_path / "r")
+    root = index.parent
+    document = json.loads((root / "cases.json").read_text())
+    assert document["model_hash"] == "test-hash"
+    assert document["config"]["seed"] == 3
+    assert all(
+        case["draw_seed"] is None or isinstance(case["draw_seed"], int)
+        for case in document["cases"]
+    )
+    assert "timestamp" not in (root / "cases.json").read_text().lower()
+    header = (root / "cases.csv").read_text().splitlines()[0]
+    assert header.startswith("task,family,target,method,draw,draw_seed,contexts,status,reason,dice")
+
+    summary = (root / "summary.md").read_text()
+    # The note sits in the same table row as the noted task's numbers.
+    noted_rows = [line for line in summary.splitlines() if line.startswith("| ball_noted | mean")]
+    assert noted_rows and "APPROXIMATE LABELS NOTE" in noted_rows[0]
+    # Failures are counted by name.
+    assert "reference output is missing" in summary and "RuntimeError: boom" in summary
+
+    page = index.read_text()
+    assert "APPROXIMATE LABELS NOTE" in page and "test-hash" in page
+    links = re.findall(r"(?:href|src)='([^']+)'", page)
+    assert links and all(not link.startswith(("/", "http")) for link in links)
+    for link in links:
+        assert (root / link).exists(), link
+    assert (root / "figures" / "box_dice.png").exists() and (
+        root / "figures" / "box_psnr.png"
+    ).exists()
+    triplanar = sorted(p.name for p in (root / "figures").glob("ball_*.png"))
+    assert triplanar, "segmentation example figures are missing"
+
+
+def test_summarize_counts_and_statistics(ball_dataset):
+    results = evaluate(
+        ball_dataset,
+        {"mean": context_mean},
+        num_contexts=1,
+        num_draws=2,
+        tasks=["ball"],
+        progress=False,
+    )
+    (row,) = summarize(results)
+    dice_values = [r.metrics["dice"] for r in results.records]
+    assert row["cases"] == 8 and row["failed"] == 0 and row["dice_n"] == 8
+    assert np.isclose(row["dice_mean"], np.mean(dice_values))
+    assert np.isclose(row["dice_sd"], np.std(dice_values, ddof=1))
