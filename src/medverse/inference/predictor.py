@@ -1,0 +1,269 @@
+"""Predictor: load a model once, predict many targets from files or arrays.
+
+Pipeline per target: bring each context pair onto the target grid (physical resampling by
+default), normalise every volume to [0, 1] (optional percentile clipping first), run the
+coarse-to-fine driver once per ensemble draw with one output channel per class (the target
+encoder is shared by all classes), then combine: segmentation = argmax over classes against a
+0.5 background threshold; image tasks = the output rescaled to the target's intensity range.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medverse.errors import InputError
+from medverse.inference.driver import InferenceConfig, run_inference
+from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity
+from medverse.io.context_set import Context
+from medverse.io.volume import Volume, read_volume, write_volume
+from medverse.model.network import MedverseNet
+from medverse.types import PathLike
+from medverse.validation import check_option, check_same_grid, check_volume
+
+__all__ = ["Predictor", "Prediction"]
+
+log = logging.getLogger(__name__)
+
+
+def peak_memory_gib() -> float:
+    """Peak resident memory of this process so far, GiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024**3 if sys.platform == "darwin" else 1024**2)
+
+
+@dataclass
+class Prediction:
+    """The result for one target.
+
+    Attributes:
+        array: ``(X, Y, Z)``: label map (segmentation) or image in the target's intensity range.
+        affine: the target's affine, unchanged.
+        task: ``"segmentation"`` or ``"image"``.
+        raw: ``(K, X, Y, Z)`` raw network output (mean over ensemble draws), one per class.
+        labels: label value of each raw channel (segmentation).
+        std: ``(K, X, Y, Z)`` voxel-wise standard deviation over draws, or None.
+        source: the target's path.
+        summary: levels, windows, contexts, seconds, peak memory.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    task: str
+    raw: np.ndarray
+    labels: tuple[int, ...] = ()
+    std: np.ndarray | None = None
+    source: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def mask(self, threshold: float = 0.5) -> np.ndarray:
+        """Binary foreground: any class whose raw output exceeds ``threshold``."""
+        return (self.raw > threshold).any(axis=0)
+
+    def save(self, path: PathLike, *, raw: bool = False) -> list[Path]:
+        """Write atomically with the target's affine.
+
+        ``raw=True`` writes the float network output; with several classes one file per class,
+        named ``<stem>_label-<value><ext>``.
+        """
+        path = Path(path)
+        if not raw:
+            dtype = np.uint8 if self.task == "segmentation" and max(self.labels, default=0) < 256 else None
+            if self.task == "segmentation" and dtype is None:
+                dtype = np.int16
+            return [write_volume(path, self.array, self.affine, dtype=dtype)]
+        if self.raw.shape[0] == 1:
+            return [write_volume(path, self.raw[0], self.affine, dtype=np.float32)]
+        return [
+            write_volume(_suffixed(path, f"_label-{lab}"), self.raw[k], self.affine, dtype=np.float32)
+            for k, lab in enumerate(self.labels)
+        ]
+
+    def save_uncertainty(self, path: PathLike) -> Path:
+        """Write the standard deviation over ensemble draws (max over classes)."""
+        if self.std is None:
+            raise InputError("no uncertainty: predict with ensemble >= 2")
+        return write_volume(path, self.std.max(axis=0), self.affine, dtype=np.float32)
+
+
+def _suffixed(path: Path, suffix: str) -> Path:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + suffix + ext)
+    return path.with_name(name + suffix)
+
+
+class Predictor:
+    """Full-resolution in-context prediction with a loaded model.
+
+    Args:
+        model: a :class:`MedverseNet` (e.g. from :func:`medverse.load_model`).
+        config: driver settings (compat, overlap, batch sizes).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+
+    Example:
+        >>> model = medverse.load_model("medverse-small")  # doctest: +SKIP
+        >>> predictor = medverse.Predictor(model)  # doctest: +SKIP
+        >>> context = medverse.Context.from_files([("img1.nii.gz", "seg1.nii.gz")])  # doctest: +SKIP
+        >>> predictor.predict("target.nii.gz", context).save("pred.nii.gz")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, model: MedverseNet, config: InferenceConfig | None = None, *, device: str = "cpu"
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("device 'cuda' requested but no CUDA device is available; use --device cpu")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config or InferenceConfig()
+
+    def predict(
+        self,
+        target: Volume | PathLike,
+        context: Context | Sequence[tuple[PathLike, PathLike]],
+        *,
+        align: str = "physical",
+        resample: bool = True,
+        clip_percentiles: tuple[float, float] | None = None,
+        ensemble: int = 1,
+        contexts_per_draw: int | None = None,
+        seed: int = 0,
+        classes: Sequence[int] | None = None,
+    ) -> Prediction:
+        """Predict the output of the contexts' task for ``target``.
+
+        Args:
+            target: a :class:`Volume` or a path.
+            context: a :class:`Context` or ``(image, output)`` path pairs.
+            align: how contexts on another grid reach the target grid: ``"physical"``,
+                ``"fov"`` or ``"affine"`` (see :mod:`medverse.io.context`).
+            resample: False refuses contexts on another grid instead of resampling them.
+            clip_percentiles: clip each image to these percentiles before min-max (CT).
+            ensemble: number of draws averaged; draws use random subsets of
+                ``contexts_per_draw`` contexts, or (all contexts) flipped copies.
+            contexts_per_draw: contexts per draw (default: all).
+            seed: seed of the subset draws.
+            classes: label values to predict (default: every label present in the contexts).
+
+        Returns:
+            :class:`Prediction`.
+
+        Raises:
+            InputError: bad volumes, grids that cannot be aligned with ``resample=False``.
+            ResourceError: out of memory, with the knobs to lower.
+        """
+        start = time.perf_counter()
+        check_option(align, ALIGN_MODES, "align")
+        if ensemble < 1:
+            raise InputError(f"ensemble must be >= 1, got {ensemble}")
+        if not isinstance(target, Volume):
+            target = read_volume(target, name=str(target))
+        check_volume(target.array, target.name)
+        if not isinstance(context, Context):
+            context = Context.from_files(list(context))
+        labels = tuple(classes) if classes is not None else context.labels
+        if context.task == "segmentation":
+            missing = [c for c in labels if c not in context.labels]
+            if missing or not labels:
+                raise InputError(f"classes {missing or list(labels)} not found in any context mask (found {list(context.labels)})")
+        if contexts_per_draw is not None and not 1 <= contexts_per_draw <= len(context):
+            raise InputError(f"contexts_per_draw must be in 1..{len(context)}, got {contexts_per_draw}")
+
+        images, outputs, notes = self._prepare_contexts(target, context, align, resample, clip_percentiles, labels)
+        tgt = normalize_intensity(target.array, clip_percentiles=clip_percentiles, name=target.name)
+        draws = self._draws(len(context), ensemble, contexts_per_draw, seed)
+        results, summary = [], {"levels": 0, "windows": [], "contexts": len(context), "draws": len(draws)}
+        for subset, flip in draws:
+            raw, info = self._run(tgt, images[subset], outputs[subset], flip)
+            results.append(raw)
+            summary["levels"], summary["windows"] = info.plan.num_levels, info.num_windows
+            summary["plan"] = [lv.shape for lv in info.plan.levels]
+        stack = np.stack(results)
+        raw = stack.mean(axis=0)
+        std = stack.std(axis=0) if len(results) > 1 else None
+        if context.task == "segmentation":
+            best = raw.argmax(axis=0)
+            lut = np.array(labels, dtype=np.int32)
+            array = np.where(raw.max(axis=0) > 0.5, lut[best], 0).astype(np.int32)
+        else:
+            lo, hi = float(target.array.min()), float(target.array.max())
+            array = (raw[0] * (hi - lo) + lo).astype(np.float32)
+        summary.update(
+            seconds=time.perf_counter() - start, peak_memory_gib=peak_memory_gib(), alignment=notes,
+            classes=len(labels) if context.task == "segmentation" else 1,
+        )
+        return Prediction(array, target.affine, context.task, raw, labels, std, target.path, summary)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _prepare_contexts(
+        self,
+        target: Volume,
+        context: Context,
+        align: str,
+        resample: bool,
+        clip: tuple[float, float] | None,
+        labels: tuple[int, ...],
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Contexts on the target grid: images ``(L, 1, X, Y, Z)``, outputs ``(L, K, X, Y, Z)``."""
+        segmentation = context.task == "segmentation"
+        num_out = len(labels) if segmentation else 1
+        images = np.empty((len(context), 1, *target.shape), np.float32)
+        outputs = np.empty((len(context), num_out, *target.shape), np.float32)
+        notes = []
+        for i, pair in enumerate(context):
+            if not resample:
+                for vol in (pair.image, pair.output):
+                    check_same_grid(vol.shape, vol.affine, target.shape, target.affine, vol.name, target.name)
+            image, output, note = align_pair(pair, target, mode=align)
+            notes.append(note)
+            images[i, 0] = normalize_intensity(image, clip_percentiles=clip, name=pair.image.name)
+            if segmentation:
+                for k, lab in enumerate(labels):
+                    outputs[i, k] = output == lab
+            else:
+                outputs[i, 0] = normalize_intensity(output, clip_percentiles=clip, name=pair.output.name)
+        return images, outputs, notes
+
+    @staticmethod
+    def _draws(num: int, ensemble: int, per_draw: int | None, seed: int) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+        """``(context indices, flipped axes)`` per draw."""
+        rng = np.random.default_rng(seed)
+        flips = [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+        draws = []
+        for d in range(ensemble):
+            if per_draw is not None and per_draw < num:
+                draws.append((np.sort(rng.choice(num, per_draw, replace=False)), ()))
+            else:
+                draws.append((np.arange(num), flips[d % len(flips)]))
+        return draws
+
+    def _run(self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray, flip: tuple[int, ...]):  # noqa: ANN202
+        dev = self.device
+        tgt = torch.from_numpy(target)[None, None]
+        cin = torch.from_numpy(images)[None]
+        cout = torch.from_numpy(outputs)[None]
+        if flip:
+            tgt, cin, cout = (t.flip([d - 3 for d in flip]) for t in (tgt, cin, cout))
+        info = run_inference(self.model, tgt.to(dev), cin.to(dev), cout.to(dev), self.config, on_level=self._on_level)
+        out = info.output[0]
+        if flip:
+            out = out.flip([d - 3 for d in flip])
+        return out.float().cpu().numpy(), info
+
+    on_level = None  # optional callback (level, num_levels), set by the CLI for progress
+
+    def _on_level(self, level: int, num_levels: int) -> None:
+        if self.on_level is not None:
+            self.on_level(level, num_levels)

@@ -1,0 +1,128 @@
+"""A set of context pairs: from file pairs or an nnU-Net raw folder, with the task guessed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medverse.errors import InputError
+from medverse.io.context import ContextPair
+from medverse.io.volume import Volume, read_volume
+from medverse.types import PathLike
+from medverse.validation import check_option
+
+__all__ = ["Context", "TASKS", "looks_like_labels"]
+
+log = logging.getLogger(__name__)
+
+TASKS = ("auto", "segmentation", "image")
+_MAX_LABELS = 255
+
+
+def looks_like_labels(array: np.ndarray) -> bool:
+    """Integer-valued with at most 255 distinct non-negative values: a label map."""
+    if array.size == 0 or array.min() < 0:
+        return False
+    if not np.array_equal(array, np.round(array)):
+        return False
+    return np.unique(array).size <= _MAX_LABELS + 1
+
+
+@dataclass
+class Context:
+    """The in-context examples of one query.
+
+    Attributes:
+        pairs: the context pairs (image, output), each on its own grid.
+        task: ``"segmentation"`` (outputs are label maps) or ``"image"``.
+
+    Example:
+        >>> ctx = Context.from_files([("ct_1.nii.gz", "liver_1.nii.gz")])  # doctest: +SKIP
+    """
+
+    pairs: list[ContextPair]
+    task: str = "segmentation"
+    labels: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise InputError("no context pairs given: pass at least one --context IMAGE OUTPUT")
+        check_option(self.task, TASKS[1:], "task")
+        if self.task == "segmentation" and not self.labels:
+            found: set[int] = set()
+            for pair in self.pairs:
+                found.update(int(v) for v in np.unique(pair.output.array) if v > 0)
+            self.labels = tuple(sorted(found))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __iter__(self) -> Iterator[ContextPair]:
+        return iter(self.pairs)
+
+    def subset(self, indices: Sequence[int]) -> Context:
+        return Context([self.pairs[i] for i in indices], self.task, self.labels)
+
+    @classmethod
+    def from_files(
+        cls, pairs: Sequence[tuple[PathLike, PathLike]], *, task: str = "auto"
+    ) -> Context:
+        """Read ``(image, output)`` file pairs.
+
+        Args:
+            pairs: paths of each context image and its output (mask or image).
+            task: ``"segmentation"``, ``"image"``, or ``"auto"``: label maps (integer values,
+                at most 255 labels) in every output → segmentation, otherwise image.
+
+        Raises:
+            InputError: unreadable files, an image without output, grids that differ within a
+                pair, a constant image or an empty mask (each message names the file).
+        """
+        check_option(task, TASKS, "task")
+        outputs: list[tuple[Volume, Volume]] = []
+        for i, pair in enumerate(pairs):
+            if len(pair) != 2:
+                raise InputError(f"context {i + 1}: expected IMAGE OUTPUT, got {list(pair)}")
+            outputs.append((read_volume(pair[0]), read_volume(pair[1])))
+        if task == "auto":
+            task = "segmentation" if all(looks_like_labels(o.array) for _, o in outputs) else "image"
+            log.info("task detected from the context outputs: %s", task)
+        kind = "label" if task == "segmentation" else "image"
+        built = []
+        for image, output in outputs:
+            output.kind = kind
+            built.append(ContextPair(image, output, output_kind=kind))
+        return cls(built, task)
+
+    @classmethod
+    def from_nnunet(cls, folder: PathLike, *, task: str = "auto", channel: int = 0) -> Context:
+        """Every case of an nnU-Net raw folder (``imagesTr/NAME_0000.ext``, ``labelsTr/NAME.ext``).
+
+        Args:
+            folder: the dataset folder (holding ``imagesTr`` and ``labelsTr``).
+            task: as in :meth:`from_files`.
+            channel: which modality ``_000{channel}`` to use as the context image.
+        """
+        root = Path(folder)
+        images, labels = root / "imagesTr", root / "labelsTr"
+        if not images.is_dir() or not labels.is_dir():
+            raise InputError(f"'{root}': expected an nnU-Net raw folder with imagesTr/ and labelsTr/")
+        ending = ".nii.gz"
+        meta = root / "dataset.json"
+        if meta.is_file():
+            ending = json.loads(meta.read_text()).get("file_ending", ending)
+        pairs = []
+        for label in sorted(labels.glob(f"*{ending}")):
+            case = label.name[: -len(ending)]
+            image = images / f"{case}_{channel:04d}{ending}"
+            if not image.is_file():
+                raise InputError(f"'{label}': no matching image '{image}'")
+            pairs.append((image, label))
+        if not pairs:
+            raise InputError(f"'{labels}': no label files ending in {ending}")
+        return cls.from_files(pairs, task=task)
