@@ -63,9 +63,7 @@ class TargetEncoder(nn.Module):
         super().__init__()
         ch = cfg.channels
         self.embedding = conv1x1(1, ch[0])
-        self.enc_blocks = nn.ModuleList(
-            ResidualStage(c, cfg.convs_per_stage) for c in ch[:-1]
-        )
+        self.enc_blocks = nn.ModuleList(ResidualStage(c, cfg.convs_per_stage) for c in ch[:-1])
         self.downsample_blocks = nn.ModuleList(Downsample(a, b) for a, b in zip(ch[:-1], ch[1:]))
 
     def forward(self, target: torch.Tensor) -> list[torch.Tensor]:
