@@ -14,6 +14,6 @@ import torch
 
 __all__ = ["PathLike", "Shape3", "VolumeLike"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, "os.PathLike[str]"]  # noqa: UP007 - a runtime alias needs Union on 3.10
 Shape3 = tuple[int, int, int]
 VolumeLike = Union[np.ndarray, torch.Tensor]

@@ -88,9 +88,16 @@ class Context:
         for i, pair in enumerate(pairs):
             if len(pair) != 2:
                 raise InputError(f"context {i + 1}: expected IMAGE OUTPUT, got {list(pair)}")
+            if str(pair[1]).startswith("-"):
+                raise InputError(
+                    f"context image '{pair[0]}' has no OUTPUT (next argument is the option "
+                    f"'{pair[1]}'): pass --context IMAGE OUTPUT"
+                )
             outputs.append((read_volume(pair[0]), read_volume(pair[1])))
         if task == "auto":
-            task = "segmentation" if all(looks_like_labels(o.array) for _, o in outputs) else "image"
+            task = (
+                "segmentation" if all(looks_like_labels(o.array) for _, o in outputs) else "image"
+            )
             log.info("task detected from the context outputs: %s", task)
         kind = "label" if task == "segmentation" else "image"
         built = []
@@ -111,7 +118,9 @@ class Context:
         root = Path(folder)
         images, labels = root / "imagesTr", root / "labelsTr"
         if not images.is_dir() or not labels.is_dir():
-            raise InputError(f"'{root}': expected an nnU-Net raw folder with imagesTr/ and labelsTr/")
+            raise InputError(
+                f"'{root}': expected an nnU-Net raw folder with imagesTr/ and labelsTr/"
+            )
         ending = ".nii.gz"
         meta = root / "dataset.json"
         if meta.is_file():

@@ -1,0 +1,261 @@
+"""`medverse predict` end to end on small files: shapes, affines, tasks, and every bad input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medverse.checkpoint.io import save_model
+from medverse.cli.main import predict
+from medverse.model.config import ModelConfig
+from medverse.model.network import MedverseNet
+
+AFFINE = np.array([[-0.8, 0, 0, 10.0], [0, 1.2, 0, -5.0], [0, 0, 2.5, 3.0], [0, 0, 0, 1]])
+
+
+def _blob(shape, center, radius) -> np.ndarray:
+    grid = np.indices(shape).astype(np.float32)
+    d = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radius))
+    return d
+
+
+def _save(path: Path, array: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig(channels=(2, 4, 4), window=16)
+    net = MedverseNet(cfg)
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(out, net.state_dict(), cfg, source="test")
+    return out
+
+
+@pytest.fixture
+def case(tmp_path) -> dict[str, Path]:
+    shape = (30, 26, 12)
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, c in (("t", (15, 13, 6)), ("a", (14, 12, 6)), ("b", (16, 14, 5))):
+        d = _blob(shape, c, (8, 7, 4))
+        img = (np.exp(-d) + 0.05 * rng.random(shape)).astype(np.float32) * 300
+        files[name] = _save(tmp_path / f"{name}.nii.gz", img)
+        labels = (d < 1).astype(np.uint8) + (d < 0.3).astype(np.uint8)  # labels 1 and 2
+        files[name + "_seg"] = _save(tmp_path / f"{name}_seg.nii.gz", labels)
+    return files
+
+
+def run(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(predict, ["--no-progress", *map(str, args)])
+    return res.exit_code, res.output
+
+
+def test_multilabel_segmentation_keeps_affine(case, model_dir, tmp_path) -> None:
+    out = tmp_path / "pred.nii.gz"
+    code, text = run(
+        "--model",
+        model_dir,
+        "--target",
+        case["t"],
+        "-c",
+        case["a"],
+        case["a_seg"],
+        "-c",
+        case["b"],
+        case["b_seg"],
+        "--output",
+        out,
+    )
+    assert code == 0, text
+    assert "classes 2" in text and "contexts 2" in text
+    img = nib.load(out)
+    assert img.shape == (30, 26, 12)
+    assert np.allclose(img.affine, AFFINE, atol=1e-5)
+    assert set(np.unique(np.asarray(img.dataobj))) <= {0, 1, 2}
+
+
+def test_image_task_raw_and_ensemble(case, model_dir, tmp_path) -> None:
+    out, unc = tmp_path / "pred.nrrd", tmp_path / "std.nii.gz"
+    code, text = run(
+        "--model",
+        model_dir,
+        "--target",
+        case["t"],
+        "-c",
+        case["a"],
+        case["b"],
+        "-c",
+        case["b"],
+        case["a"],
+        "--output",
+        out,
+        "--task",
+        "image",
+        "--ensemble",
+        "2",
+        "--uncertainty",
+        unc,
+    )
+    assert code == 0, text
+    assert "image:" in text and "draws 2" in text
+    assert out.is_file() and unc.is_file()
+
+
+def test_context_on_other_grid_is_resampled_and_reported(case, model_dir, tmp_path) -> None:
+    img = nib.load(case["a"]).get_fdata(dtype=np.float32)[::2, ::2]
+    seg = np.asarray(nib.load(case["a_seg"]).dataobj)[::2, ::2]
+    coarse = AFFINE.copy()
+    coarse[:2, :2] *= 2
+    a2, s2 = _save(tmp_path / "a2.nii.gz", img, coarse), _save(tmp_path / "s2.nii.gz", seg, coarse)
+    out = tmp_path / "pred.nii.gz"
+    code, text = run("--model", model_dir, "--target", case["t"], "-c", a2, s2, "--output", out)
+    assert code == 0, text
+    assert "resampled from (15,13,12)" in text
+    code, text = run(
+        "--model",
+        model_dir,
+        "--target",
+        case["t"],
+        "-c",
+        a2,
+        s2,
+        "--output",
+        tmp_path / "p2.nii.gz",
+        "--no-resample",
+    )
+    assert code == 1 and "a2.nii.gz" in text and not (tmp_path / "p2.nii.gz").exists()
+
+
+def _bad_inputs(case, tmp_path):  # noqa: ANN202
+    shape = (30, 26, 12)
+    nan = np.ones(shape, np.float32)
+    nan[3, 3, 3] = np.nan
+    two_d = _save(tmp_path / "flat.nii.gz", np.ones((30, 26), np.float32))
+    four_d = _save(tmp_path / "multi.nii.gz", np.random.default_rng(0).random((30, 26, 12, 3)).astype(np.float32))
+    truncated = tmp_path / "cut.nii.gz"
+    truncated.write_bytes(case["t"].read_bytes()[:200])
+    return {
+        "2-D target": (["--target", two_d], "flat.nii.gz"),
+        "4-D target": (["--target", four_d], "multi.nii.gz"),
+        "NaN target": (["--target", _save(tmp_path / "nan.nii.gz", nan)], "nan.nii.gz"),
+        "constant target": (
+            ["--target", _save(tmp_path / "const.nii.gz", np.ones(shape, np.float32))],
+            "const.nii.gz",
+        ),
+        "truncated": (["--target", truncated], "cut.nii.gz"),
+        "missing": (["--target", tmp_path / "nope.nii.gz"], "nope.nii.gz"),
+        "empty mask": (
+            [
+                "--target",
+                case["t"],
+                "-c",
+                case["a"],
+                _save(tmp_path / "empty.nii.gz", np.zeros(shape, np.uint8)),
+            ],
+            "empty.nii.gz",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "which",
+    [
+        "2-D target",
+        "4-D target",
+        "NaN target",
+        "constant target",
+        "truncated",
+        "missing",
+        "empty mask",
+    ],
+)
+def test_bad_input_one_message_no_output(case, model_dir, tmp_path, which) -> None:
+    args, name = _bad_inputs(case, tmp_path)[which]
+    if "-c" not in args:
+        args = [*args, "-c", case["a"], case["a_seg"]]
+    out = tmp_path / "out.nii.gz"
+    code, text = run("--model", model_dir, *args, "--output", out)
+    assert code == 1, text
+    assert text.startswith("error: ") and name in text
+    assert "Traceback" not in text
+    assert not out.exists()
+
+
+def test_missing_output_folder_and_unpaired_context(case, model_dir, tmp_path) -> None:
+    code, text = run(
+        "--model",
+        model_dir,
+        "--target",
+        case["t"],
+        "-c",
+        case["a"],
+        case["a_seg"],
+        "--output",
+        tmp_path / "nowhere" / "p.nii.gz",
+    )
+    assert code == 1 and "does not exist" in text
+    code, text = run(
+        "--model",
+        model_dir,
+        "--target",
+        case["t"],
+        "--output",
+        tmp_path / "p.nii.gz",
+        "-c",
+        case["a"],
+    )
+    assert code == 2 and "requires 2 arguments" in text  # an image without its output
+    code, text = run(
+        "--model",
+        model_dir,
+        "--target",
+        case["t"],
+        "-c",
+        case["a"],
+        "--raw",
+        "--output",
+        tmp_path / "p.nii.gz",
+    )
+    assert code == 1 and "has no OUTPUT" in text and "a.nii.gz" in text
+    assert not (tmp_path / "p.nii.gz").exists()
+
+
+def test_out_of_memory_names_the_knobs(case, model_dir, tmp_path, monkeypatch) -> None:
+    import medverse.inference.driver as driver
+
+    def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(driver, "predict_window", boom)
+    out = tmp_path / "p.nii.gz"
+    code, text = run(
+        "--model", model_dir, "--target", case["t"], "-c", case["a"], case["a_seg"], "--output", out
+    )
+    assert code == 1 and "--context-batch" in text and "--sw-batch-size" in text
+    assert not out.exists()
+
+
+def test_unreadable_gzip_is_not_a_traceback(tmp_path, model_dir, case) -> None:
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(gzip.compress(b"not a nifti at all" * 10))
+    code, text = run(
+        "--model",
+        model_dir,
+        "--target",
+        bad,
+        "-c",
+        case["a"],
+        case["a_seg"],
+        "--output",
+        tmp_path / "o.nii.gz",
+    )
+    assert code == 1 and "bad.nii.gz" in text
