@@ -16,4 +16,4 @@ __all__ = ["PathLike", "Shape3", "VolumeLike"]
 
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: UP007 - a runtime alias needs Union on 3.10
 Shape3 = tuple[int, int, int]
-VolumeLike = Union[np.ndarray, torch.Tensor]
+VolumeLike = Union[np.ndarray, torch.Tensor]  # noqa: UP007 - runtime alias, Python 3.10
