@@ -77,14 +77,20 @@ class Prediction:
         """
         path = Path(path)
         if not raw:
-            dtype = np.uint8 if self.task == "segmentation" and max(self.labels, default=0) < 256 else None
+            dtype = (
+                np.uint8
+                if self.task == "segmentation" and max(self.labels, default=0) < 256
+                else None
+            )
             if self.task == "segmentation" and dtype is None:
                 dtype = np.int16
             return [write_volume(path, self.array, self.affine, dtype=dtype)]
         if self.raw.shape[0] == 1:
             return [write_volume(path, self.raw[0], self.affine, dtype=np.float32)]
         return [
-            write_volume(_suffixed(path, f"_label-{lab}"), self.raw[k], self.affine, dtype=np.float32)
+            write_volume(
+                _suffixed(path, f"_label-{lab}"), self.raw[k], self.affine, dtype=np.float32
+            )
             for k, lab in enumerate(self.labels)
         ]
 
@@ -124,7 +130,9 @@ class Predictor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
-            raise InputError("device 'cuda' requested but no CUDA device is available; use --device cpu")
+            raise InputError(
+                "device 'cuda' requested but no CUDA device is available; use --device cpu"
+            )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config or InferenceConfig()
@@ -177,14 +185,23 @@ class Predictor:
         if context.task == "segmentation":
             missing = [c for c in labels if c not in context.labels]
             if missing or not labels:
-                raise InputError(f"classes {missing or list(labels)} not found in any context mask (found {list(context.labels)})")
+                raise InputError(
+                    f"classes {missing or list(labels)} not found in any context mask (found {list(context.labels)})"
+                )
         if contexts_per_draw is not None and not 1 <= contexts_per_draw <= len(context):
-            raise InputError(f"contexts_per_draw must be in 1..{len(context)}, got {contexts_per_draw}")
+            raise InputError(
+                f"contexts_per_draw must be in 1..{len(context)}, got {contexts_per_draw}"
+            )
 
-        images, outputs, notes = self._prepare_contexts(target, context, align, resample, clip_percentiles, labels)
+        images, outputs, notes = self._prepare_contexts(
+            target, context, align, resample, clip_percentiles, labels
+        )
         tgt = normalize_intensity(target.array, clip_percentiles=clip_percentiles, name=target.name)
         draws = self._draws(len(context), ensemble, contexts_per_draw, seed)
-        results, summary = [], {"levels": 0, "windows": [], "contexts": len(context), "draws": len(draws)}
+        results, summary = (
+            [],
+            {"levels": 0, "windows": [], "contexts": len(context), "draws": len(draws)},
+        )
         for subset, flip in draws:
             raw, info = self._run(tgt, images[subset], outputs[subset], flip)
             results.append(raw)
@@ -201,10 +218,14 @@ class Predictor:
             lo, hi = float(target.array.min()), float(target.array.max())
             array = (raw[0] * (hi - lo) + lo).astype(np.float32)
         summary.update(
-            seconds=time.perf_counter() - start, peak_memory_gib=peak_memory_gib(), alignment=notes,
+            seconds=time.perf_counter() - start,
+            peak_memory_gib=peak_memory_gib(),
+            alignment=notes,
             classes=len(labels) if context.task == "segmentation" else 1,
         )
-        return Prediction(array, target.affine, context.task, raw, labels, std, target.path, summary)
+        return Prediction(
+            array, target.affine, context.task, raw, labels, std, target.path, summary
+        )
 
     # -- helpers ------------------------------------------------------------------------------
     def _prepare_contexts(
@@ -225,7 +246,9 @@ class Predictor:
         for i, pair in enumerate(context):
             if not resample:
                 for vol in (pair.image, pair.output):
-                    check_same_grid(vol.shape, vol.affine, target.shape, target.affine, vol.name, target.name)
+                    check_same_grid(
+                        vol.shape, vol.affine, target.shape, target.affine, vol.name, target.name
+                    )
             image, output, note = align_pair(pair, target, mode=align)
             notes.append(note)
             images[i, 0] = normalize_intensity(image, clip_percentiles=clip, name=pair.image.name)
@@ -233,11 +256,15 @@ class Predictor:
                 for k, lab in enumerate(labels):
                     outputs[i, k] = output == lab
             else:
-                outputs[i, 0] = normalize_intensity(output, clip_percentiles=clip, name=pair.output.name)
+                outputs[i, 0] = normalize_intensity(
+                    output, clip_percentiles=clip, name=pair.output.name
+                )
         return images, outputs, notes
 
     @staticmethod
-    def _draws(num: int, ensemble: int, per_draw: int | None, seed: int) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    def _draws(
+        num: int, ensemble: int, per_draw: int | None, seed: int
+    ) -> list[tuple[np.ndarray, tuple[int, ...]]]:
         """``(context indices, flipped axes)`` per draw."""
         rng = np.random.default_rng(seed)
         flips = [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
@@ -249,14 +276,18 @@ class Predictor:
                 draws.append((np.arange(num), flips[d % len(flips)]))
         return draws
 
-    def _run(self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray, flip: tuple[int, ...]):  # noqa: ANN202
+    def _run(
+        self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray, flip: tuple[int, ...]
+    ):  # noqa: ANN202
         dev = self.device
         tgt = torch.from_numpy(target)[None, None]
         cin = torch.from_numpy(images)[None]
         cout = torch.from_numpy(outputs)[None]
         if flip:
             tgt, cin, cout = (t.flip([d - 3 for d in flip]) for t in (tgt, cin, cout))
-        info = run_inference(self.model, tgt.to(dev), cin.to(dev), cout.to(dev), self.config, on_level=self._on_level)
+        info = run_inference(
+            self.model, tgt.to(dev), cin.to(dev), cout.to(dev), self.config, on_level=self._on_level
+        )
         out = info.output[0]
         if flip:
             out = out.flip([d - 3 for d in flip])
