@@ -30,7 +30,6 @@ import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
-from monai.transforms import Resize
 from scipy.ndimage import gaussian_filter
 from scipy.spatial.transform import Rotation
 
@@ -737,6 +736,8 @@ def _down_up(volumes: np.ndarray, axis: int, factor: float, *, is_mask: bool) ->
         raise InputError(
             f"down-sampling needs axis in (0, 1, 2) and factor >= 1, got {axis}, {factor}"
         )
+    from monai.transforms import Resize  # lazy: importing MONAI costs seconds
+
     shape = volumes.shape[1:]
     low = list(shape)
     low[axis] = max(1, round(shape[axis] / factor))
