@@ -250,6 +250,7 @@ def test_rotate_uses_each_member_once(sampler: EpisodeSampler) -> None:
         original_in = np.concatenate([episode.target[None], episode.context_in])
         original_out = np.concatenate([episode.target_reference[None], episode.context_out])
         order = [episode.params["cases"].index(c) for c in rotated.params["cases"]]
+        assert rotated.params["case_indices"] == [episode.params["case_indices"][i] for i in order]
         np.testing.assert_array_equal(members_in, original_in[order])
         np.testing.assert_array_equal(members_out, original_out[order])
     np.testing.assert_array_equal(targets[1], episode.context_in[0])
@@ -307,8 +308,10 @@ def test_mix_of_datasets(dataset: NnUNetDataset) -> None:
 
 
 def test_bad_options(dataset: NnUNetDataset) -> None:
-    with pytest.raises(InputError, match="task families"):
+    with pytest.raises(InputError, match="task_weights key must be one of"):
         EpisodeSampler(dataset, task_weights={"registration": 1})
+    with pytest.raises(InputError, match="Did you mean 'segmentation'"):
+        EpisodeSampler(dataset, task_weights={"segmentaton": 1})
     with pytest.raises(InputError, match="num_contexts"):
         EpisodeSampler(dataset, num_contexts=(3, 1))
     with pytest.raises(InputError, match="window_mode"):

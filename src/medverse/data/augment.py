@@ -27,6 +27,7 @@ import torchio as tio
 
 from medverse.errors import InputError
 from medverse.types import Shape3
+from medverse.validation import check_option
 
 from .synthesis import _down_up, _range
 
@@ -345,7 +346,7 @@ def crop_or_resize_to_window(
     ``mode="resize"``: each whole volume is resampled to the window (trilinear; nearest for
     masks), the level-1 pass of coarse-to-fine inference (METHOD.md §3). ``mode="crop"``: one
     window position shared by all volumes (random from ``rng``, or ``start``); axes shorter than
-    the window are zero-padded at the end, as the inference driver pads.
+    the window are padded at the end (as the inference driver pads) with each volume's minimum.
 
     Args:
         volumes: numpy arrays or torch tensors whose **last three** axes are ``(X, Y, Z)``
@@ -365,8 +366,7 @@ def crop_or_resize_to_window(
         >>> a.shape, b.shape
         ((16, 16, 16), (1, 16, 16, 16))
     """
-    if mode not in ("resize", "crop"):
-        raise InputError(f"mode must be 'resize' or 'crop', got {mode!r}")
+    check_option(mode, ("resize", "crop"), "mode")
     size = _window3(window)
     if not volumes:
         return []
@@ -389,12 +389,13 @@ def crop_or_resize_to_window(
 def _crop(volume: VolumeT, start: tuple[int, ...], size: Shape3) -> VolumeT:
     shape = volume.shape[-3:]
     pad = [max(0, s + w - n) for s, w, n in zip(start, size, shape, strict=True)]
-    if any(pad):
+    if any(pad):  # pad at the end with the volume's minimum (background; 0 for masks)
         if isinstance(volume, torch.Tensor):
-            volume = F.pad(volume, (0, pad[2], 0, pad[1], 0, pad[0]))
+            low = float(volume.min()) if volume.numel() else 0.0
+            volume = F.pad(volume, (0, pad[2], 0, pad[1], 0, pad[0]), value=low)
         else:
             widths = [(0, 0)] * (volume.ndim - 3) + [(0, p) for p in pad]
-            volume = np.pad(volume, widths)
+            volume = np.pad(volume, widths, constant_values=volume.min() if volume.size else 0)
     index = (...,) + tuple(slice(s, s + w) for s, w in zip(start, size, strict=True))
     return volume[index]
 

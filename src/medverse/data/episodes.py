@@ -21,6 +21,9 @@ context pairs, every volume on one grid. :class:`EpisodeSampler` draws, in this 
    target's foreground with probability ``foreground_crop_prob``), one spatial augmentation
    shared by every volume, one intensity augmentation per member's input image;
 5. the outputs, then per-volume min-max normalisation to ``[0, 1]`` (masks stay ``{0, 1}``).
+   Outputs derived from the input (skull-stripped image, clean image of an enhancement pair)
+   are derived from the intensity-augmented input, so the pair stays consistent; the other
+   modality of a ``transformation:i->j`` pair is not intensity-augmented.
 
 Members on different grids are resized to the target's shape first (inference resamples
 contexts to the target grid too, METHOD.md §3). Every random choice comes from one generator
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError
+from medverse.validation import check_option
 
 from .augment import (
     RandomIntensityAugmentation,
@@ -130,8 +134,9 @@ def rotate(episode: Episode, k: int) -> Episode:
     outputs = [episode.target_reference, *episode.context_out]
     order = [k] + [i for i in range(len(inputs)) if i != k]
     params = dict(episode.params)
-    if "cases" in params:
-        params["cases"] = [params["cases"][i] for i in order]
+    for key in _PER_MEMBER:
+        if isinstance(params.get(key), list) and len(params[key]) == len(order):
+            params[key] = [params[key][i] for i in order]
     params["rotation"] = int(k)
     return dataclasses.replace(
         episode,
@@ -141,6 +146,10 @@ def rotate(episode: Episode, k: int) -> Episode:
         context_out=np.stack([outputs[i] for i in order[1:]]),
         params=params,
     )
+
+
+#: ``Episode.params`` entries holding one item per member (target first); :func:`rotate` reorders them.
+_PER_MEMBER = ("cases", "case_indices", "intensity", "degradations", "resized_to_target_grid")
 
 
 def _episode_seed(seed: int, index: int) -> int:
@@ -585,9 +594,8 @@ def _window3(window: int | Sequence[int]) -> tuple[int, int, int]:
 def _parse_task_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     if weights is None:
         return dict(DEFAULT_TASK_WEIGHTS)
-    unknown = sorted(set(weights) - set(FAMILIES))
-    if unknown:
-        raise InputError(f"unknown task families {unknown}; choose from {list(FAMILIES)}")
+    for family in weights:
+        check_option(family, FAMILIES, "task_weights key")
     parsed = {family: float(weights.get(family, 0.0)) for family in FAMILIES}
     if any(not np.isfinite(w) or w < 0 for w in parsed.values()) or sum(parsed.values()) <= 0:
         raise InputError(f"task_weights must be >= 0 with a positive sum, got {dict(weights)}")
@@ -602,9 +610,10 @@ def _parse_enhancements(
         return defaults
     if isinstance(value, Mapping):
         return dict(value)
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise InputError(f"unknown enhancement tasks {unknown}; choose from {sorted(defaults)}")
+    if isinstance(value, str):
+        value = [value]
+    for name in value:
+        check_option(name, sorted(defaults), "enhancement task")
     return {name: defaults[name] for name in value}
 
 
