@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medverse.data.augment import (
     IntensityAugmentation,
@@ -174,3 +176,23 @@ def test_window_errors() -> None:
         crop_or_resize_to_window([np.zeros((4, 4, 4)), np.zeros((4, 4, 5))], 2)
     with pytest.raises(InputError, match="rng or start"):
         crop_or_resize_to_window([np.zeros((4, 4, 4))], 2, mode="crop")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 20)] * 3),
+    window=st.tuples(*[st.integers(1, 12)] * 3),
+    seed=st.integers(0, 2**16),
+)
+def test_window_property_any_shape(shape, window, seed) -> None:
+    """Any shape, any window: both modes return the window; a crop is a padded slice."""
+    volume = np.random.default_rng(seed).random(shape).astype(np.float32) + 1
+    (resized,) = crop_or_resize_to_window([volume], window, mode="resize")
+    assert resized.shape == window
+    start = window_start(shape, window, np.random.default_rng(seed))
+    (crop,) = crop_or_resize_to_window([volume], window, mode="crop", start=start)
+    assert crop.shape == window
+    inside = tuple(slice(0, min(w, n - s)) for w, n, s in zip(window, shape, start))
+    source = tuple(slice(s, s + w) for s, w in zip(start, window))
+    np.testing.assert_array_equal(crop[inside], volume[source])
+    assert crop.min() >= volume.min()  # padding uses the minimum, never zero for this volume
