@@ -176,7 +176,10 @@ def read_weights(path: str | os.PathLike[str], *, window: int | None = None) -> 
         except CheckpointError:
             raise
         except Exception as err:  # torch raises many types for corrupt files
-            raise CheckpointError(f"'{path}': not a readable PyTorch checkpoint ({err})") from None
+            detail = str(err).split("\n")[0][:200]
+            raise CheckpointError(
+                f"'{path}': not a readable PyTorch checkpoint ({detail})"
+            ) from None
         if not isinstance(obj, Mapping):
             raise CheckpointError(
                 f"'{path}': expected a state dict or checkpoint dict, got {type(obj).__name__}"

@@ -42,6 +42,8 @@ def clean_errors(func: F) -> F:
             return func(*args, **kwargs)
         except MedverseError as err:
             fail(str(err))
+        except BrokenPipeError:  # output piped into `head` and the like
+            sys.stderr.close()
         except MemoryError as err:
             fail(
                 f"out of memory ({err}); lower --context-batch or --sw-batch-size, or use a smaller window"
@@ -110,7 +112,10 @@ def info(model: str = typer.Argument(..., help="Registered name or path to weigh
     total = sum(p.numel() for p in net.state_dict().values())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     typer.echo(f"model:      {model}")
-    typer.echo(f"source:     {net.source}")
+    source = net.source
+    if not Path(model).exists() and get_spec(model).weights is None:
+        source = "no weights packaged (architecture only; convert the released checkpoint)"
+    typer.echo(f"source:     {source}")
     if net.weights_sha256:
         typer.echo(f"sha256:     {net.weights_sha256}")
     typer.echo(f"parameters: {total:,} stored, {trainable:,} trainable")
