@@ -179,10 +179,11 @@ def info(model: str = typer.Argument(..., help="Registered name or path to weigh
 )
 @click.option(
     "--align",
-    type=click.Choice(["physical", "fov", "affine"]),
-    default="physical",
+    type=click.Choice(["auto", "affine", "physical", "fov"]),
+    default="auto",
     show_default=True,
-    help="How contexts on another grid reach the target grid.",
+    help="How contexts reach the target grid: affine (registration), physical (world coordinates), "
+    "fov (resize whole volume); auto = affine, or physical with --compat released.",
 )
 @click.option(
     "--no-resample", is_flag=True, help="Refuse contexts on another grid instead of resampling."
