@@ -1,0 +1,301 @@
+"""Training windows, steps, validation, the run folder and ``medverse train``."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medverse.data.episodes import Episode
+from medverse.errors import InputError
+from medverse.inference.driver import resize
+from medverse.training import loop
+from medverse.training.coarse_to_fine import collate_windows, episode_to_window
+from medverse.training.config import TrainConfig
+from medverse.training.distributed import DistInfo
+from medverse.training.loop import (
+    StepBuilder,
+    build_datasets,
+    build_model,
+    context_mean_dice,
+    lr_factor,
+    run,
+    train_step,
+    validate,
+    validation_episodes,
+)
+
+from .conftest import TINY_MODEL, tiny_config
+
+
+def fake_episode(shape=(24, 24, 24), num_contexts=2, family="segmentation", seed=0) -> Episode:
+    rng = np.random.default_rng(seed)
+    image = rng.random((num_contexts + 1, 1, *shape)).astype(np.float32)
+    if family == "segmentation":
+        output = (image > 0.6).astype(np.float32)
+    else:
+        output = 1 - image
+    return Episode(
+        target=image[0],
+        target_reference=output[0],
+        context_in=image[1:],
+        context_out=output[1:],
+        task=family,
+        family=family,
+        seed=seed,
+    )
+
+
+# -- schedule ----------------------------------------------------------------------------------
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    config = TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, config) == pytest.approx(0.1)
+    assert lr_factor(4, config) == pytest.approx(0.5)
+    assert lr_factor(10, config) == pytest.approx(1.0)
+    assert lr_factor(60, config) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos = 0
+    assert lr_factor(110, config) == pytest.approx(0.1)
+    flat = config.replace(schedule="constant")
+    assert lr_factor(100, flat) == 1.0
+
+
+# -- coarse to fine ------------------------------------------------------------------------------
+
+
+def test_level1_window_is_the_whole_volume_without_ar() -> None:
+    episode = fake_episode()
+    window = episode_to_window(episode, 16, np.random.default_rng(0), coarse=True)
+    assert window.ar_in is None and window.ar_out is None and window.level == 1
+    assert window.num_levels == 2
+    assert window.target.shape == (1, 16, 16, 16)
+    assert window.context_in.shape == (2, 1, 16, 16, 16)
+    # medverse rule: level 1 of 24^3 with a 16^3 window is 12^3, zero-padded at the end
+    expected = resize(torch.from_numpy(episode.target)[None], (12, 12, 12))[0]
+    assert torch.allclose(window.target[:, :12, :12, :12], expected)
+    assert torch.all(window.target[:, 12:] == 0)
+
+
+def test_fine_window_ar_pair_is_the_degraded_previous_level() -> None:
+    episode = fake_episode(family="transformation")
+    win = episode_to_window(
+        episode, 16, np.random.default_rng(1), coarse=False, foreground_crop_prob=0.0
+    )
+    assert win.level == 2 and win.ar_mode == "degraded" and win.start is not None
+    assert win.ar_in.shape == win.ar_out.shape == (1, 1, 16, 16, 16)
+    sx, sy, sz = win.start
+    crop = (..., slice(sx, sx + 16), slice(sy, sy + 16), slice(sz, sz + 16))
+    target = torch.from_numpy(episode.target)[None]
+    reference = torch.from_numpy(episode.target_reference)[None]
+    down_up = resize(resize(target, (12, 12, 12)), (24, 24, 24))
+    assert torch.allclose(win.ar_in[0], down_up[0][crop], atol=1e-6)
+    assert torch.allclose(win.target, target[0][crop])
+    assert torch.allclose(win.reference, reference[0][crop])
+    expected_out = resize(resize(reference, (12, 12, 12)), (24, 24, 24)).clamp(0, 1)
+    assert torch.allclose(win.ar_out[0], expected_out[0][crop], atol=1e-6)
+
+
+def test_self_mode_uses_the_models_level1_prediction() -> None:
+    episode = fake_episode()
+    calls = []
+
+    def predictor(target, context_in, context_out, ar_in, ar_out):
+        calls.append((target.shape, context_in.shape, ar_in))
+        return torch.full_like(target, 0.25)
+
+    win = episode_to_window(
+        episode, 16, np.random.default_rng(2), coarse=False, ar_mode="self", predictor=predictor
+    )
+    assert calls == [((1, 1, 16, 16, 16), (1, 2, 1, 16, 16, 16), None)]
+    assert win.ar_mode == "self"
+    assert torch.allclose(win.ar_out, torch.full_like(win.ar_out, 0.25))
+    with pytest.raises(InputError, match="needs a predictor"):
+        episode_to_window(episode, 16, np.random.default_rng(2), coarse=False, ar_mode="self")
+
+
+def test_single_level_volume_always_gives_a_level1_window() -> None:
+    win = episode_to_window(
+        fake_episode(shape=(16, 12, 16)), 16, np.random.default_rng(0), coarse=False
+    )
+    assert win.ar_in is None and win.level == 1 and win.target.shape == (1, 16, 16, 16)
+
+
+def test_collate_refuses_mixed_passes() -> None:
+    rng = np.random.default_rng(0)
+    a = episode_to_window(fake_episode(), 16, rng, coarse=True)
+    b = episode_to_window(fake_episode(), 16, rng, coarse=False)
+    with pytest.raises(InputError, match="mixes"):
+        collate_windows([a, b])
+
+
+# -- step building -------------------------------------------------------------------------------
+
+
+def test_steps_are_pure_and_shards_add_up(make_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(batch_size=4, num_contexts=[2, 3])
+    train_sets, _ = build_datasets(config.data)
+    whole = StepBuilder(train_sets, config).build(5)
+    again = StepBuilder(train_sets, config).build(5)
+    for key in ("target", "reference", "context_in", "context_out"):
+        assert torch.equal(whole[key], again[key])
+    # two ranks of two: their halves concatenate to the single-process batch
+    monkeypatch.setattr(loop, "all_reduce_min", lambda value, info: value)
+    halves = [
+        StepBuilder(train_sets, config, DistInfo(rank=r, world_size=2)).build(5) for r in (0, 1)
+    ]
+    for key in ("target", "reference", "context_in", "context_out"):
+        assert torch.equal(torch.cat([h[key] for h in halves]), whole[key])
+    assert halves[0]["family"] + halves[1]["family"] == whole["family"]
+    with pytest.raises(InputError, match="multiple of the number of processes"):
+        StepBuilder(train_sets, config, DistInfo(rank=0, world_size=3))
+
+
+def test_train_step_learns_a_fixed_batch(make_config) -> None:
+    config = make_config()
+    torch.manual_seed(0)
+    net = build_model(config)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    train_sets, _ = build_datasets(config.data)
+    batch = StepBuilder(train_sets, config).build(0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    losses = [train_step(net, optimizer, batch, grad_clip=0.25)["loss"] for _ in range(6)]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert "target_decoder.output_block.head.weight" in changed or len(changed) > 10
+
+
+def test_grad_clip_reports_the_norm_before_clipping(make_config) -> None:
+    config = make_config()
+    net = build_model(config)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    train_sets, _ = build_datasets(config.data)
+    batch = StepBuilder(train_sets, config).build(1)
+    out = train_step(net, optimizer, batch, grad_clip=1e-3)
+    norm = torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in net.parameters() if p.grad is not None])
+    )
+    assert out["grad_norm"] > 1e-3
+    assert norm.item() == pytest.approx(1e-3, rel=1e-3)
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def test_context_mean_baseline_by_hand() -> None:
+    episode = fake_episode(shape=(4, 4, 4), num_contexts=3)
+    target = np.zeros((1, 4, 4, 4), np.float32)
+    target[0, :2] = 1  # 32 voxels
+    contexts = np.zeros((3, 1, 4, 4, 4), np.float32)
+    contexts[:2, 0, :2] = 1  # two of three agree with the target: mean 2/3 > 0.5
+    contexts[2, 0, 2:] = 1
+    contexts[:2, 0, 2, :2] = 1  # 8 extra voxels with mean 2/3: false positives
+    episode = Episode(
+        episode.target, target, episode.context_in, contexts, "segmentation", "segmentation", 0
+    )
+    assert context_mean_dice([episode]) == pytest.approx(2 * 32 / (32 + 40))
+    assert math.isnan(context_mean_dice([fake_episode(family="enhancement")]))
+
+
+def test_validate_scores_each_family(make_config) -> None:
+    config = make_config(num_val_episodes=4, val_num_contexts=2)
+    _, val_sets = build_datasets(config.data)
+    episodes = validation_episodes(val_sets, config)
+    families = {e.family for e in episodes}
+    net = build_model(config)
+    metrics = validate(net, episodes)
+    assert net.training  # restored
+    if "segmentation" in families:
+        assert 0.0 <= metrics["dice"] <= 1.0
+    if families - {"segmentation"}:
+        assert math.isfinite(metrics["psnr"]) and -1.0 <= metrics["ssim"] <= 1.0
+
+
+# -- the run folder ------------------------------------------------------------------------------
+
+
+def test_run_writes_logs_checkpoints_and_weights(make_config) -> None:
+    from medverse.checkpoint.registry import load_model
+
+    threads = torch.get_num_threads()
+    config = make_config(
+        steps=3, checkpoint_every=2, val_every=3, num_val_episodes=2, keep_checkpoints=1
+    )
+    result = run(config)
+    out = Path(config.out_dir)
+    assert torch.get_num_threads() == threads
+    assert result.step == 3 and result.weights == out / "model"
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*.pt")) == ["step_0000003.pt"]
+    with open(out / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == list(loop.CSV_COLUMNS)
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]  # step 0: validation before training
+    assert rows[0]["val_dice_baseline"] != ""
+    assert all(float(r["loss"]) > 0 for r in rows[1:])
+    assert rows[3]["val_dice"] != "" or rows[3]["val_psnr"] != ""
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert TrainConfig.from_file(out / "config.yaml") == config
+    net = load_model(result.weights)
+    state = torch.load(result.checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    # a second run into the same folder must be explicit
+    with pytest.raises(InputError, match="already holds a run"):
+        run(config)
+
+
+def test_resume_without_checkpoint_says_so(make_config) -> None:
+    with pytest.raises(InputError, match="no checkpoint"):
+        run(make_config("empty"), resume=True)
+
+
+# -- medverse train ------------------------------------------------------------------------------
+
+
+def test_cli_train_on_nnunet_dataset_runs_every_family(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medverse.cli.main import app, clean_errors
+    from medverse.cli.train import train
+    from medverse.data.synthesis import write_synthetic_dataset
+
+    if not any(c.name == "train" for c in app.registered_commands):
+        app.command("train")(clean_errors(train))
+    root = write_synthetic_dataset(
+        tmp_path / "Dataset007_Tiny",
+        num_subjects=5,
+        shape=(20, 20, 20),
+        num_classes=3,
+        num_modalities=2,
+        seed=1,
+    )
+    config = tiny_config(
+        tmp_path / "run",
+        data=[{"kind": "nnunet", "path": str(root), "num_val_cases": 0}],
+        task_weights={"segmentation": 1, "transformation": 1, "enhancement": 1},
+        steps=4,
+        seed=0,
+    )
+    path = config.save(tmp_path / "run.yaml")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--config", str(path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "weights:" in result.output
+    with open(tmp_path / "run" / "log.csv", newline="") as fh:
+        families = {f for row in csv.DictReader(fh) for f in row["families"].split("+") if f}
+    assert families == {"segmentation", "transformation", "enhancement"}
+
+    missing = tmp_path / "missing.yaml"
+    bad = runner.invoke(app, ["train", "--config", str(missing)])
+    assert bad.exit_code == 1 and str(missing) in bad.output
+    wrong = tmp_path / "run.txt"
+    wrong.write_text("steps: 1\n")
+    bad = runner.invoke(app, ["train", "--config", str(wrong)])
+    assert bad.exit_code == 1 and ".yaml, .yml or .json" in bad.output
+
+
+def test_tiny_model_constant_matches_conftest() -> None:
+    assert TrainConfig(model=TINY_MODEL).model_config.window == 16
