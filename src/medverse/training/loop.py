@@ -708,6 +708,9 @@ class TrainResult:
         last: the last step's losses.
         validation: ``(step, metrics)`` of every validation.
         seconds: wall time of this call.
+        world_size: processes that trained.
+        rank_difference: largest difference of the ranks' weight fingerprints at the end
+            (0.0: every rank holds the same weights; always 0.0 on one process).
     """
 
     step: int
@@ -717,6 +720,8 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
     validation: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     seconds: float = 0.0
+    world_size: int = 1
+    rank_difference: float = 0.0
 
 
 class _Logs:
@@ -917,7 +922,9 @@ def _run(
         config.save(out_dir / "config.yaml")
     barrier(info)
     logs = _Logs(out_dir, start_step, info.is_main, config.log_every)
-    result = TrainResult(step=start_step, out_dir=out_dir, checkpoint=checkpoint_path)
+    result = TrainResult(
+        step=start_step, out_dir=out_dir, checkpoint=checkpoint_path, world_size=info.world_size
+    )
 
     def predictor(target, context_in, context_out, ar_in, ar_out):  # noqa: ANN001, ANN202
         with torch.no_grad(), _autocast(device, amp_dtype):
@@ -992,7 +999,8 @@ def _run(
                 result.checkpoint = _save_checkpoint(
                     out_dir, done, net, optimizer, scheduler, builder, config, info
                 )
-            if info.is_main and config.val_every and done % config.val_every == 0:
+            periodic = bool(config.val_every) and done % config.val_every == 0
+            if val_episodes and (periodic or done == config.steps):  # val_episodes: rank 0 only
                 do_validate(done)
                 row.update(_val_row(done, result.validation[-1][1], baseline))
             logs.write(row)
@@ -1003,19 +1011,32 @@ def _run(
         if bar is not None:
             bar.close()
     if result.step == config.steps:
-        if (
-            info.is_main
-            and val_episodes
-            and not (result.validation and result.validation[-1][0] == result.step)
-        ):
-            do_validate(result.step)
-            logs.write(_val_row(result.step, result.validation[-1][1], baseline))
+        result.rank_difference = _rank_difference(net, info)
+        if result.rank_difference > 0:
+            raise RuntimeError(
+                f"after {result.step} steps the {info.world_size} ranks hold different weights "
+                f"(fingerprint difference {result.rank_difference:.3g}); DDP lost synchronisation"
+            )
         if info.is_main:
             result.weights = _export(out_dir, net, config, result)
         barrier(info)
     logs.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _rank_difference(net: nn.Module, info: DistInfo) -> float:
+    """Largest difference between ranks of a per-tensor weight fingerprint (0.0 alone)."""
+    if not info.distributed:
+        return 0.0
+    parts = []
+    for value in net.state_dict().values():
+        v = value.detach().double().flatten()
+        parts.append(torch.stack([v.sum(), (v * v).sum(), v[:: max(1, v.numel() // 97)].sum()]))
+    fingerprint = torch.cat(parts).to(info.device)
+    gathered = [torch.empty_like(fingerprint) for _ in range(info.world_size)]
+    torch.distributed.all_gather(gathered, fingerprint)
+    return float(max((g - gathered[0]).abs().max() for g in gathered))
 
 
 def _save_checkpoint(
@@ -1060,6 +1081,8 @@ def _export(out_dir: Path, net: nn.Module, config: TrainConfig, result: TrainRes
         "training": {
             "steps": result.step,
             "seed": config.seed,
+            "world_size": result.world_size,
+            "rank_fingerprint_difference": result.rank_difference,
             "data": [s.to_dict() for s in config.data],
             "validation": {k: v for k, v in validation.items() if not math.isnan(v)},
         }
