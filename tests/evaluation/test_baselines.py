@@ -7,7 +7,12 @@ import pytest
 from scipy import ndimage
 
 from medverse.errors import InputError
-from medverse.evaluation.baselines import context_mean, identity, multi_atlas
+from medverse.evaluation.baselines import (
+    clear_registration_cache,
+    context_mean,
+    identity,
+    multi_atlas,
+)
 from medverse.evaluation.metrics import dice
 
 SPACING = (1.5, 1.0, 2.0)
@@ -73,8 +78,12 @@ def test_multi_atlas_is_deterministic(subject):
     shifted_image = ndimage.shift(image, (1.5, 0, -1), order=1)
     shifted_mask = ndimage.shift(mask, (1.5, 0, -1), order=0)
     args = (image, [shifted_image, image], [shifted_mask, mask])
+    clear_registration_cache()
     first = multi_atlas(*args, spacing=SPACING, task_family="segmentation")
+    clear_registration_cache()  # registered afresh, not read from the cache
     second = multi_atlas(*args, spacing=SPACING, task_family="segmentation")
+    third = multi_atlas(*args, spacing=SPACING, task_family="segmentation")  # from the cache
+    np.testing.assert_array_equal(first, third)
     np.testing.assert_array_equal(first, second)
 
 

@@ -143,6 +143,16 @@ def test_ssim_mae_and_score_image():
     assert math.isnan(scores["psnr"]) and scores["reason"].startswith("prediction has NaN")
 
 
+@pytest.mark.parametrize("shape", [(16, 16, 16), (20, 13, 9), (5, 7, 16)])
+def test_separable_ssim_equals_monai_ssim_metric(shape):
+    # The default path runs MONAI's Gaussian window as three 1-D passes; same numbers (float32).
+    rng = np.random.default_rng(2)
+    reference = rng.random(shape)
+    prediction = reference + rng.normal(0.0, 0.2, shape)
+    fast = ssim(prediction, reference, 1.5)
+    assert fast == pytest.approx(ssim(prediction, reference, 1.5, use_monai=True), abs=2e-6)
+
+
 def test_bad_inputs_raise_input_error():
     with pytest.raises(InputError, match="differs from reference shape"):
         dice(cube(), cube(shape=(20, 20, 21)))

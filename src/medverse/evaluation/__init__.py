@@ -12,7 +12,13 @@ Example:
 
 from __future__ import annotations
 
-from medverse.evaluation.baselines import context_mean, identity, multi_atlas, register_to_target
+from medverse.evaluation.baselines import (
+    clear_registration_cache,
+    context_mean,
+    identity,
+    multi_atlas,
+    register_to_target,
+)
 from medverse.evaluation.kit import (
     AAL_NOTE,
     KIT_SEED_NAMESPACE,
@@ -59,6 +65,7 @@ __all__ = [
     "Results",
     "TaskInfo",
     "build_kit",
+    "clear_registration_cache",
     "context_mean",
     "dice",
     "draw_seed",

@@ -19,7 +19,9 @@ Each baseline carries ``task_families``; the protocol runs it only on those fami
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,9 +29,31 @@ import SimpleITK as sitk
 
 from medverse.errors import InputError
 
-__all__ = ["context_mean", "identity", "multi_atlas", "register_to_target"]
+__all__ = [
+    "clear_registration_cache",
+    "context_mean",
+    "identity",
+    "multi_atlas",
+    "register_to_target",
+]
 
 logger = logging.getLogger(__name__)
+
+# Registration is deterministic, so a transform can be reused whenever the same (target, context)
+# images meet again: across draws and across the tasks that share an input image. Keyed by a
+# digest of both arrays, their spacing and the settings; least recently used entries go first.
+_REGISTRATION_CACHE: OrderedDict[tuple, sitk.Transform] = OrderedDict()
+_REGISTRATION_CACHE_SIZE = 128
+
+
+def clear_registration_cache() -> None:
+    """Forget every cached registration (up to 128 transforms, ~3 MB each at 96³)."""
+    _REGISTRATION_CACHE.clear()
+
+
+def _digest(array: np.ndarray) -> str:
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest() + str(array.shape)
 
 
 def _check_inputs(
@@ -221,6 +245,9 @@ def multi_atlas(
 ) -> np.ndarray:
     """Multi-atlas fusion: register every context to the target, warp its output, fuse.
 
+    Transforms are cached per (target image, context image) pair (see
+    :func:`clear_registration_cache`); the registration is deterministic, so reuse changes nothing.
+
     Segmentation: outputs warped with nearest neighbour, then majority vote (a voxel is
     foreground when more than half of the atlases say so; ties go to background). Image tasks:
     outputs warped linearly, then averaged.
@@ -243,14 +270,29 @@ def multi_atlas(
     )
     reference = _to_sitk(target, spacing)
     warped = []
+    target_digest = _digest(target)
     for image, output in zip(images, outputs, strict=True):
-        transform = register_to_target(
-            target,
-            image,
-            spacing=spacing,
-            demons_iterations=demons_iterations,
-            num_threads=num_threads,
+        key = (
+            target_digest,
+            _digest(image),
+            tuple(float(s) for s in spacing),
+            int(demons_iterations),
+            int(num_threads),
         )
+        transform = _REGISTRATION_CACHE.get(key)
+        if transform is None:
+            transform = register_to_target(
+                target,
+                image,
+                spacing=spacing,
+                demons_iterations=demons_iterations,
+                num_threads=num_threads,
+            )
+            _REGISTRATION_CACHE[key] = transform
+            while len(_REGISTRATION_CACHE) > _REGISTRATION_CACHE_SIZE:
+                _REGISTRATION_CACHE.popitem(last=False)
+        else:
+            _REGISTRATION_CACHE.move_to_end(key)
         if family == "segmentation":
             moving = _to_sitk((output > 0.5).astype(np.uint8), spacing)
             interpolator = sitk.sitkNearestNeighbor

@@ -45,7 +45,7 @@ import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,12 @@ class EvaluationKit:
         self.affine = np.asarray(affine, dtype=np.float64)
         self.spacing = (float(config.spacing),) * 3
         self.build_seconds = build_seconds
-        self._tasks = {name: KIT_TASKS[name] for name in config.task_names()}
+        # NSD tolerance: one voxel of the kit grid (at least 1 mm).
+        tolerance = max(1.0, float(config.spacing))
+        self._tasks = {
+            name: replace(KIT_TASKS[name], nsd_tolerance_mm=tolerance)
+            for name in config.task_names()
+        }
 
     @property
     def subject_ids(self) -> tuple[str, ...]:

@@ -79,6 +79,8 @@ class TaskInfo:
         note: caveat shown next to this task's numbers in every report (e.g. the AAL fit note).
         data_range: intensity range for PSNR/SSIM of image tasks; ``None`` uses the reference's
             ``max - min`` per case.
+        nsd_tolerance_mm: surface tolerance of NSD for segmentation tasks. Below the voxel size
+            NSD only counts exactly coincident surface voxels; one voxel is a sensible floor.
     """
 
     name: str
@@ -86,6 +88,7 @@ class TaskInfo:
     description: str = ""
     note: str = ""
     data_range: float | None = None
+    nsd_tolerance_mm: float = 1.0
 
     def __post_init__(self) -> None:
         if self.family not in TASK_FAMILIES:
@@ -170,17 +173,62 @@ class CaseResult:
 
 @dataclass(eq=False)
 class Example:
-    """Arrays of one evaluated case, kept for the report's figures (first draw, first targets)."""
+    """Three orthogonal slices of one evaluated case, kept for the report's figures.
+
+    Only slices are kept (not volumes), so a full run holds a few MB of examples. Each ``*_slices``
+    is ``(volume[:, :, z], volume[:, y, :], volume[x, :, :])`` at ``centre`` = ``(x, y, z)``: for
+    segmentation, the slices where the reference mask has the largest area (a bilateral structure
+    shows up in every plane), else the volume centre.
+    """
 
     task: str
     family: str
     target: str
     method: str
     draw: int
-    image: np.ndarray
-    reference: np.ndarray
-    prediction: np.ndarray
+    centre: tuple[int, int, int]
+    image_slices: tuple[np.ndarray, np.ndarray, np.ndarray]
+    reference_slices: tuple[np.ndarray, np.ndarray, np.ndarray]
+    prediction_slices: tuple[np.ndarray, np.ndarray, np.ndarray]
     spacing: tuple[float, float, float]
+
+    @classmethod
+    def from_volumes(
+        cls,
+        info: TaskInfo,
+        target: str,
+        method: str,
+        draw: int,
+        image: np.ndarray,
+        reference: np.ndarray,
+        prediction: np.ndarray,
+        spacing: Sequence[float],
+    ) -> Example:
+        """Cut the three slices out of ``(X, Y, Z)`` volumes."""
+        mask = np.asarray(reference) > 0.5 if info.family == "segmentation" else None
+        if mask is not None and mask.any():
+            x = int(np.argmax(mask.sum(axis=(1, 2))))
+            y = int(np.argmax(mask.sum(axis=(0, 2))))
+            z = int(np.argmax(mask.sum(axis=(0, 1))))
+        else:
+            x, y, z = (int(c) // 2 for c in np.shape(reference))
+
+        def cut(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            volume = np.asarray(volume, dtype=np.float32)
+            return (volume[:, :, z].copy(), volume[:, y, :].copy(), volume[x, :, :].copy())
+
+        return cls(
+            info.name,
+            info.family,
+            target,
+            method,
+            draw,
+            (x, y, z),
+            cut(image),
+            cut(reference),
+            cut(prediction),
+            (float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        )
 
 
 @dataclass
@@ -263,7 +311,12 @@ def _method_families(method: Method) -> tuple[str, ...]:
 
 def _score(info: TaskInfo, prediction: np.ndarray, case: Case) -> tuple[dict[str, float], str]:
     if info.family == "segmentation":
-        scores = score_segmentation(prediction > 0.5, np.asarray(case.output) > 0.5, case.spacing)
+        scores = score_segmentation(
+            prediction > 0.5,
+            np.asarray(case.output) > 0.5,
+            case.spacing,
+            tolerance_mm=info.nsd_tolerance_mm,
+        )
     else:
         reference = np.asarray(case.output, dtype=np.float64)
         data_range = info.data_range
@@ -547,16 +600,15 @@ def _run_draw(
         records.append(record)
         if keep:
             examples.append(
-                Example(
-                    info.name,
-                    info.family,
+                Example.from_volumes(
+                    info,
                     target.subject_id,
                     name,
                     draw,
                     target_image,
-                    np.asarray(target.output, dtype=np.float32),
+                    np.asarray(target.output),
                     prediction,
-                    tuple(target.spacing),
+                    target.spacing,
                 )
             )
     return records

@@ -178,7 +178,20 @@ def _reason_text(reasons: dict[str, int]) -> str:
     return "; ".join(f"{count}× {reason}" for reason, count in reasons.items())
 
 
-def _summary_tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _nsd_label(rows: list[dict[str, Any]], tasks: dict[str, Any]) -> str:
+    tolerances = sorted({tasks[r["task"]].nsd_tolerance_mm for r in rows if r["task"] in tasks})
+    if len(tolerances) == 1:
+        return f"NSD@{tolerances[0]:g}mm"
+    return (
+        "NSD (tolerance per task: "
+        + ", ".join(f"{name} {info.nsd_tolerance_mm:g} mm" for name, info in tasks.items())
+        + ")"
+    )
+
+
+def _summary_tables(
+    rows: list[dict[str, Any]], tasks: dict[str, Any]
+) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = []
     for title, families, metrics in (
         ("Segmentation", ("segmentation",), SEGMENTATION_METRICS),
@@ -188,15 +201,8 @@ def _summary_tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], li
         selected = [row for row in rows if row["family"] in families]
         if not selected:
             continue
-        header = [
-            "task",
-            "method",
-            "n",
-            *(_METRIC_LABELS[m] for m in metrics),
-            "failed",
-            "empty / failed (named)",
-            "note",
-        ]
+        labels = [_nsd_label(selected, tasks) if m == "nsd" else _METRIC_LABELS[m] for m in metrics]
+        header = ["task", "method", "n", *labels, "failed", "empty / failed (named)", "note"]
         body = []
         for row in selected:
             n = max((row[f"{m}_n"] for m in metrics), default=0)
@@ -227,7 +233,7 @@ def _markdown(results: Results, rows: list[dict[str, Any]]) -> str:
         "- mean ± sd over all (target, draw) cases with a defined value; n = number of such cases.",
         "",
     ]
-    for title, header, body in _summary_tables(rows):
+    for title, header, body in _summary_tables(rows, results.tasks):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for cells in body:
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
@@ -313,81 +319,66 @@ def _box_plot(results: Results, metric: str) -> bytes | None:
     return _png(figure)
 
 
-def _slices(volume: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
-    x, y, z = centre
-    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
-
-
 def _aspects(spacing: Sequence[float]) -> list[float]:
+    # imshow aspect of the transposed (axial, coronal, sagittal) slices: row over column spacing.
     sx, sy, sz = spacing
     return [sy / sx, sz / sx, sz / sy]
 
 
-def _centre(reference: np.ndarray, family: str) -> tuple[int, int, int]:
-    mask = reference > 0.5 if family == "segmentation" else None
-    if mask is not None and mask.any():
-        centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
-    else:
-        centre = np.array(reference.shape) // 2
-    return int(centre[0]), int(centre[1]), int(centre[2])
+def _range(slices: Sequence[np.ndarray]) -> tuple[float, float]:
+    values = np.concatenate([np.ravel(plane) for plane in slices])
+    low, high = np.percentile(values, [0.5, 99.5])
+    return float(low), float(high) if high > low else float(low) + 1.0
 
 
 def _example_figure(example: Example) -> bytes:
     from matplotlib.figure import Figure
 
-    centre = _centre(example.reference, example.family)
     aspects = _aspects(example.spacing)
     planes = ("axial", "coronal", "sagittal")
-    image = example.image
-    low, high = np.percentile(image, [0.5, 99.5])
+    low, high = _range(example.image_slices)
     if example.family == "segmentation":
         figure = Figure(figsize=(6.0, 2.3), dpi=80)
         for column, (image_slice, ref_slice, pred_slice) in enumerate(
             zip(
-                _slices(image, centre),
-                _slices(example.reference, centre),
-                _slices(example.prediction, centre),
+                example.image_slices,
+                example.reference_slices,
+                example.prediction_slices,
                 strict=True,
             )
         ):
             axes = figure.add_subplot(1, 3, column + 1)
             axes.imshow(
-                image_slice,
+                image_slice.T,
                 cmap="gray",
                 origin="lower",
                 aspect=aspects[column],
                 vmin=low,
                 vmax=high,
             )
-            if (ref_slice > 0.5).any():
-                axes.contour(ref_slice > 0.5, levels=[0.5], colors="lime", linewidths=0.8)
-            if (pred_slice > 0.5).any():
-                axes.contour(pred_slice > 0.5, levels=[0.5], colors="red", linewidths=0.8)
+            for plane, colour in ((ref_slice, "lime"), (pred_slice, "red")):
+                if (plane > 0.5).any() and not (plane > 0.5).all():
+                    axes.contour((plane > 0.5).T, levels=[0.5], colors=colour, linewidths=0.8)
             axes.set_title(planes[column], fontsize=7)
             axes.axis("off")
         figure.suptitle(
-            f"{example.task} · {example.target} · {example.method}  (green: reference, red: prediction)",
+            f"{example.task} · {example.target} · {example.method}  "
+            "(green: reference, red: prediction)",
             fontsize=7,
         )
     else:
         figure = Figure(figsize=(5.0, 5.0), dpi=80)
+        ref_low, ref_high = _range(example.reference_slices)
         columns = (
-            ("input", image),
-            ("prediction", example.prediction),
-            ("reference", example.reference),
+            ("input", example.image_slices, (low, high)),
+            ("prediction", example.prediction_slices, (ref_low, ref_high)),
+            ("reference", example.reference_slices, (ref_low, ref_high)),
         )
-        ref_low, ref_high = np.percentile(example.reference, [0.5, 99.5])
-        for column, (title, volume) in enumerate(columns):
-            vmin, vmax = (low, high) if title == "input" else (ref_low, ref_high)
-            for row, volume_slice in enumerate(_slices(volume, centre)):
+        for column, (title, slices, (vmin, vmax)) in enumerate(columns):
+            for row, plane in enumerate(slices):
                 axes = figure.add_subplot(3, 3, row * 3 + column + 1)
                 axes.imshow(
-                    volume_slice,
-                    cmap="gray",
-                    origin="lower",
-                    aspect=aspects[row],
-                    vmin=vmin,
-                    vmax=vmax,
+                    plane.T, cmap="gray", origin="lower", aspect=aspects[row], vmin=vmin, vmax=vmax
                 )
                 axes.axis("off")
                 if row == 0:
@@ -445,7 +436,7 @@ def _html(
         "<p>Mean ± sd over all (target, draw) cases with a defined value; n counts them. "
         "Failed and empty-mask cases are counted by reason in the table.</p>",
     ]
-    for title, header, body in _summary_tables(rows):
+    for title, header, body in _summary_tables(rows, results.tasks):
         parts += [f"<h2>{html.escape(title)}</h2>", _html_table(header, body)]
     failed = results.failed()
     if failed:
