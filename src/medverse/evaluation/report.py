@@ -456,6 +456,8 @@ def _html(
     for task in dict.fromkeys(r.task for r in results.records):
         info = results.tasks.get(task)
         parts.append(f"<h2 id='{html.escape(_safe_name(task))}'>{html.escape(task)}</h2>")
+        if info is None:
+            parts.append("<p>Not provided by the dataset: every case failed (see above).</p>")
         if info is not None and info.description:
             parts.append(f"<p>{html.escape(info.family)}: {html.escape(info.description)}</p>")
         if info is not None and info.note:
