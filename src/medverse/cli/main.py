@@ -318,6 +318,17 @@ def predict(
     )
 
 
+def _register_lazy_commands() -> None:
+    from medverse.cli.evaluate import evaluate
+    from medverse.cli.train import train
+
+    app.command("train")(clean_errors(train))
+    app.command("evaluate")(clean_errors(evaluate))
+
+
+_register_lazy_commands()
+
+
 def cli() -> None:
     """Console entry point: the Typer commands plus the click ``predict`` command."""
     group = typer.main.get_command(app)

@@ -1,0 +1,38 @@
+"""`medverse evaluate` on a tiny kit: report files, identical numbers from two runs."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from medverse.cli.main import app
+
+
+def test_evaluate_baselines_twice_identical(tmp_path) -> None:
+    runner = CliRunner()
+    args = [
+        "evaluate",
+        "--subjects",
+        "3",
+        "--methods",
+        "context_mean,identity",
+        "-k",
+        "1",
+        "-n",
+        "1",
+        "--tasks",
+        "brain_mask,denoise_gaussian",
+        "--no-progress",
+    ]
+    first = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    for name in ("cases.csv", "summary.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "index.html").is_file()
+    assert "brain_mask" in first.output and "context_mean" in first.output
+
+
+def test_evaluate_rejects_unknown_method(tmp_path) -> None:
+    res = CliRunner().invoke(app, ["evaluate", "--out", str(tmp_path / "r"), "--methods", "magic"])
+    assert res.exit_code == 1 and "unknown methods" in res.output
