@@ -21,11 +21,11 @@ __all__ = ["Context", "TASKS", "looks_like_labels"]
 log = logging.getLogger(__name__)
 
 TASKS = ("auto", "segmentation", "image")
-_MAX_LABELS = 255
+_MAX_LABELS = 127  # TotalSegmentator has 117; uint8 images usually show more distinct values
 
 
 def looks_like_labels(array: np.ndarray) -> bool:
-    """Integer-valued with at most 255 distinct non-negative values: a label map."""
+    """Integer-valued with at most 127 distinct non-negative labels: a label map (else an image)."""
     if array.size == 0 or array.min() < 0:
         return False
     if not np.array_equal(array, np.round(array)):
@@ -77,7 +77,7 @@ class Context:
         Args:
             pairs: paths of each context image and its output (mask or image).
             task: ``"segmentation"``, ``"image"``, or ``"auto"``: label maps (integer values,
-                at most 255 labels) in every output → segmentation, otherwise image.
+                at most 127 labels) in every output → segmentation, otherwise image.
 
         Raises:
             InputError: unreadable files, an image without output, grids that differ within a
