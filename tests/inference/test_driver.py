@@ -35,9 +35,9 @@ def test_identity_network_returns_its_input() -> None:
 def test_thin_anisotropic_volume_keeps_full_resolution() -> None:
     torch.manual_seed(0)
     net = MedverseNet(ModelConfig(channels=(2, 4, 4), window=16)).eval()
-    target = torch.rand(1, 1, 60, 52, 7)
-    ctx_in, ctx_out = torch.rand(1, 2, 1, 60, 52, 7), (torch.rand(1, 2, 2, 60, 52, 7) > 0.5).float()
+    target = torch.rand(1, 1, 40, 30, 7)
+    ctx_in, ctx_out = torch.rand(1, 2, 1, 40, 30, 7), (torch.rand(1, 2, 2, 40, 30, 7) > 0.5).float()
     res = run_inference(net, target, ctx_in, ctx_out, InferenceConfig(sw_batch_size=2))
-    assert res.output.shape == (1, 2, 60, 52, 7)
-    assert [lv.shape for lv in res.plan.levels][-1] == (60, 52, 7)
+    assert res.output.shape == (1, 2, 40, 30, 7)
+    assert [lv.shape for lv in res.plan.levels][-1] == (40, 30, 7)
     assert torch.isfinite(res.output).all()
