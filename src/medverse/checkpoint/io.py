@@ -244,6 +244,9 @@ def load_network(weights: LoadedWeights) -> MedverseNet:
 def _atomic_write_bytes(dest: Path, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}-", dir=dest.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; weights are ordinary files
     try:
         write(tmp)
         os.replace(tmp, dest)

@@ -142,7 +142,7 @@ register_model(
     ModelSpec(
         "medverse-small",
         ModelConfig(channels=(8, 16, 32, 64, 128), window=64),
-        None,
-        "CPU-sized Medverse (channels 8..128, 64^3 windows)",
+        "medverse-small.safetensors",
+        "CPU-sized Medverse (channels 8..128, 64^3 windows); weights trained on synthetic data only",
     )
 )
