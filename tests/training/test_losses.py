@@ -23,7 +23,10 @@ def test_smooth_l1_regions() -> None:
     # beta 0.1: |d| = 0.05 is quadratic (0.5 * 0.05^2 / 0.1 = 0.0125), |d| = 0.5 linear (0.45)
     mask = volume([1, 0, 0, 0, 0, 0, 0, 0])
     pred = volume([0.95, 0.5, 0, 0, 0, 0, 0, 0])
-    # fg mean 0.0125; bg mean = 0.45 / 7; balanced: 0.5 * 0.0125 + 0.5 * 0.45 / 7
+    # voxel mean: (0.0125 + 0.45) / 8
+    plain = mask_smooth_l1(pred, mask, beta=0.1, foreground_weight=None)
+    assert plain.item() == pytest.approx(0.4625 / 8, rel=1e-6)
+    # balanced (default): fg mean 0.0125; bg mean = 0.45 / 7
     expected = 0.5 * 0.0125 + 0.5 * 0.45 / 7
     assert mask_smooth_l1(pred, mask, beta=0.1).item() == pytest.approx(expected, rel=1e-6)
 
@@ -31,6 +34,8 @@ def test_smooth_l1_regions() -> None:
 def test_mask_loss_balances_foreground_and_background() -> None:
     mask = volume([1, 1, 0, 0, 0, 0, 0, 0])
     pred = torch.zeros_like(mask)  # fg errors 1 -> SL1(beta=1) 0.5 each; bg errors 0
+    plain = mask_smooth_l1(pred, mask, beta=1.0, foreground_weight=None)
+    assert plain.item() == pytest.approx(1.0 / 8)  # voxel mean
     assert mask_smooth_l1(pred, mask, beta=1.0).item() == pytest.approx(0.25)
     assert mask_smooth_l1(pred, mask, beta=1.0, foreground_weight=1.0).item() == pytest.approx(0.5)
     assert mask_smooth_l1(pred, mask, beta=1.0, foreground_weight=0.0).item() == pytest.approx(0.0)
@@ -43,14 +48,19 @@ def test_mask_loss_soft_mask_weights() -> None:
     # SL1 per voxel: 0.5 (err 1), 0.125 (err 0.5), 0 elsewhere
     fg = (1 * 0.5 + 0.5 * 0.125) / 1.5
     bg = (0.5 * 0.125) / 6.5
-    assert mask_smooth_l1(pred, mask, beta=1.0).item() == pytest.approx(0.5 * fg + 0.5 * bg)
+    balanced = mask_smooth_l1(pred, mask, beta=1.0, foreground_weight=0.5)
+    assert balanced.item() == pytest.approx(0.5 * fg + 0.5 * bg)
+    plain = mask_smooth_l1(pred, mask, beta=1.0, foreground_weight=None)
+    assert plain.item() == pytest.approx((0.5 + 0.125) / 8)
 
 
 def test_mask_loss_empty_and_full_masks() -> None:
     empty = torch.zeros(1, 1, 2, 2, 2)
     pred = torch.full_like(empty, 0.5)  # SL1(beta=1) of 0.5 = 0.125 everywhere
-    assert mask_smooth_l1(pred, empty, beta=1.0).item() == pytest.approx(0.125)  # all weight on bg
-    assert mask_smooth_l1(pred, torch.ones_like(empty), beta=1.0).item() == pytest.approx(0.125)
+    for weight in (None, 0.5):  # balanced: an empty side gives all the weight to the other
+        assert mask_smooth_l1(pred, empty, beta=1.0, foreground_weight=weight).item() == 0.125
+        full = torch.ones_like(empty)
+        assert mask_smooth_l1(pred, full, beta=1.0, foreground_weight=weight).item() == 0.125
 
 
 def test_image_loss_hand_value() -> None:

@@ -271,7 +271,7 @@ class TrainConfig:
     grad_clip: float = 0.25
     loss_beta: float = 0.1
     gradient_weight: float = 1.0
-    foreground_weight: float = 0.5
+    foreground_weight: float | None = 0.5
     amp: str = "auto"
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -371,7 +371,8 @@ class TrainConfig:
         _number(self.grad_clip, "grad_clip", low=0.0)
         _number(self.loss_beta, "loss_beta", low=0.0, open_low=True)
         _number(self.gradient_weight, "gradient_weight", low=0.0)
-        _number(self.foreground_weight, "foreground_weight", low=0.0, high=1.0)
+        if self.foreground_weight is not None:
+            _number(self.foreground_weight, "foreground_weight", low=0.0, high=1.0)
         check_option(self.amp, AMP_MODES, "amp")
         # bookkeeping
         _positive_int(self.checkpoint_every, "checkpoint_every")

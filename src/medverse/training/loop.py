@@ -471,7 +471,7 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
     loss_beta: float = 0.1,
     gradient_weight: float = 1.0,
-    foreground_weight: float = 0.5,
+    foreground_weight: float | None = 0.5,
     info: DistInfo | None = None,
 ) -> dict[str, float]:
     """One optimiser step on a batch of windows (this rank's share of the global batch).

@@ -2,13 +2,18 @@
 
 The paper trains segmentation with "a smooth-L1 variant on the mask" and every other task with
 smooth-L1 on intensities plus smooth-L1 on spatial intensity differences. It does not spell the
-variant out; ours is the class-balanced smooth-L1 below, chosen because a plain voxel mean lets
-the background (usually > 90 % of a window) dominate, and a small structure is then best
-"predicted" as empty.
+variant out; ours is :func:`mask_smooth_l1`:
 
-* :func:`mask_smooth_l1`: ``w * mean_fg(SL1) + (1 - w) * mean_bg(SL1)``, foreground and background
-  weighted by the (possibly soft) mask ``m`` and ``1 - m``. When one side is empty the other gets
-  all the weight, so an empty mask is still a valid target.
+* :func:`mask_smooth_l1`: class-balanced smooth-L1 between the regression map and the (possibly
+  soft) mask, ``w * mean_fg(SL1) + (1 - w) * mean_bg(SL1)`` with foreground and background
+  weighted by ``m`` and ``1 - m`` (an empty side gives all the weight to the other);
+  ``foreground_weight=None`` is the plain voxel mean. Balanced (``w = 0.5``) is the default
+  because it is what learns in short runs: a plain voxel mean lets the background (> 95 % of a
+  window around a small structure) win and the model predicts empty masks (tiny model, 400
+  steps, held-out Dice 0.24 vs 0.36-0.39 balanced; ``w = 0.1``: 0.01). Its price is
+  over-segmentation early on (predicted volume several times the true one), because the optimal
+  prediction crosses 0.5 near the foreground fraction rather than at posterior 0.5; a long run
+  can switch to ``foreground_weight: null``.
 * :func:`image_smooth_l1`: ``mean(SL1(p, r)) + g * mean_axes(mean(SL1(Δ_a p, Δ_a r)))`` with
   ``Δ_a`` the forward difference along spatial axis ``a`` (X, Y, Z); the difference term rewards
   edges and texture that a voxel-wise loss blurs.
@@ -60,7 +65,7 @@ def mask_smooth_l1(
     mask: torch.Tensor,
     *,
     beta: float = DEFAULT_BETA,
-    foreground_weight: float = 0.5,
+    foreground_weight: float | None = 0.5,
 ) -> torch.Tensor:
     """Class-balanced smooth-L1 between a regression map and a (soft) mask.
 
@@ -70,17 +75,22 @@ def mask_smooth_l1(
             partly foreground, partly background.
         beta: smooth-L1 transition point.
         foreground_weight: share of the loss given to the foreground mean (0.5 = balanced;
-            1.0 ignores the background, 0.0 the foreground).
+            1.0 ignores the background, 0.0 the foreground); None averages over all voxels.
 
     Returns:
         ``(B,)`` losses.
 
     Example:
         >>> p = torch.zeros(1, 1, 2, 2, 2); m = torch.zeros(1, 1, 2, 2, 2); m[..., 0, 0, 0] = 1
-        >>> mask_smooth_l1(p, m, beta=1.0)  # foreground error 1 -> 0.5; background 0
+        >>> mask_smooth_l1(p, m, beta=1.0)  # foreground mean 0.5, background mean 0
         tensor([0.2500])
+        >>> mask_smooth_l1(p, m, beta=1.0, foreground_weight=None)  # one voxel of 8: 0.5 / 8
+        tensor([0.0625])
     """
     _check(prediction, mask)
+    if foreground_weight is None:
+        mask = mask.to(prediction.dtype)
+        return F.smooth_l1_loss(prediction, mask, reduction="none", beta=beta).flatten(1).mean(1)
     if not 0.0 <= foreground_weight <= 1.0:
         raise InputError(f"foreground_weight must be in [0, 1], got {foreground_weight}")
     mask = mask.to(prediction.dtype)
@@ -153,7 +163,7 @@ def episode_loss(
     *,
     beta: float = DEFAULT_BETA,
     gradient_weight: float = 1.0,
-    foreground_weight: float = 0.5,
+    foreground_weight: float | None = 0.5,
 ) -> torch.Tensor:
     """Per-episode loss: :func:`mask_smooth_l1` for segmentation, :func:`image_smooth_l1` else.
 
