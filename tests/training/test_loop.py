@@ -299,3 +299,19 @@ def test_cli_train_on_nnunet_dataset_runs_every_family(tmp_path: Path) -> None:
 
 def test_tiny_model_constant_matches_conftest() -> None:
     assert TrainConfig(model=TINY_MODEL).model_config.window == 16
+
+
+def test_nnunet_source_holds_out_the_last_cases(tmp_path: Path) -> None:
+    from medverse.data.synthesis import write_synthetic_dataset
+    from medverse.training.config import DataSource
+
+    root = write_synthetic_dataset(
+        tmp_path / "Dataset008_Split", num_subjects=5, shape=(12, 12, 12)
+    )
+    train_sets, val_sets = build_datasets(
+        [DataSource(kind="nnunet", path=str(root), num_val_cases=2)]
+    )
+    assert [len(d) for d in train_sets] == [3] and [len(d) for d in val_sets] == [2]
+    assert set(train_sets[0].case_names).isdisjoint(val_sets[0].case_names)
+    with pytest.raises(InputError, match="fewer than 2 for training"):
+        build_datasets([DataSource(kind="nnunet", path=str(root), num_val_cases=4)])

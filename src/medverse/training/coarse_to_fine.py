@@ -27,7 +27,10 @@ must show the network both situations, so each step is one of:
   training, when the model's own coarse predictions are noise that would teach the fine level to
   ignore its AR context. ``"self"`` is more faithful to inference (the fine level learns to
   correct the coarse level's actual mistakes) and is the better choice to fine-tune a model that
-  already predicts well; ``"mixed"`` draws between the two per episode.
+  already predicts well; ``"mixed"`` draws between the two per episode. Measured on a tiny model
+  (400 CPU steps, 32^3 synthetic subjects, four labels; single runs): with ``"degraded"`` the
+  fine level lowered the full-inference Dice below the level-1 pass alone (0.363 vs 0.436),
+  ``"mixed"`` gave 0.372 and ``"self"`` 0.394, so short runs may prefer ``"mixed"``.
 
 All randomness comes from the ``numpy`` generator passed in, so a window is a pure function of
 (episode, generator state) and runs reproduce across processes and resumes.
@@ -322,14 +325,15 @@ def collate_windows(windows: Sequence[TrainingWindow]) -> dict:
     if len(with_ar) != 1:
         raise InputError("a batch mixes level-1 windows (no AR pair) and fine windows")
     num_contexts = min(w.context_in.shape[0] for w in windows)
-    has_ar = with_ar.pop()
+    ar_in = [w.ar_in for w in windows if w.ar_in is not None]
+    ar_out = [w.ar_out for w in windows if w.ar_out is not None]
     return {
         "target": torch.stack([w.target for w in windows]),
         "reference": torch.stack([w.reference for w in windows]),
         "context_in": torch.stack([w.context_in[:num_contexts] for w in windows]),
         "context_out": torch.stack([w.context_out[:num_contexts] for w in windows]),
-        "ar_in": torch.stack([w.ar_in for w in windows]) if has_ar else None,  # type: ignore[misc]
-        "ar_out": torch.stack([w.ar_out for w in windows]) if has_ar else None,  # type: ignore[misc]
+        "ar_in": torch.stack(ar_in) if ar_in else None,
+        "ar_out": torch.stack(ar_out) if ar_out else None,
         "family": [w.family for w in windows],
         "level": [w.level for w in windows],
     }

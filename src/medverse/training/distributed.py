@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,6 +34,7 @@ __all__ = [
     "shard",
     "barrier",
     "all_reduce_min",
+    "broadcast_object",
     "cleanup",
     "resolve_device",
 ]
@@ -172,7 +174,7 @@ def all_reduce_min(value: int, info: DistInfo) -> int:
     return int(tensor.item())
 
 
-def broadcast_object(value, info: DistInfo):  # noqa: ANN001, ANN201 - any picklable object
+def broadcast_object(value: Any, info: DistInfo) -> Any:
     """Rank 0's ``value`` on every rank."""
     if not info.distributed:
         return value

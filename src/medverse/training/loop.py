@@ -198,6 +198,24 @@ def _synthetic_cases(source: DataSource, template: int) -> list:
     return cases
 
 
+def _open_nnunet(source: DataSource, name: str | None, cases: list[str] | None) -> Any:
+    """An :class:`~medverse.data.datasets.NnUNetDataset` for ``source`` (a subset of ``cases``)."""
+    from medverse.data.datasets import NnUNetDataset, PreprocessConfig
+
+    assert source.path is not None  # DataSource checks it for kind "nnunet"
+    return NnUNetDataset(
+        source.path,
+        name=name,
+        cases=cases,
+        weight=source.weight,
+        preprocess=PreprocessConfig(spacing=source.spacing),
+        cache_dir=source.cache_dir,
+        labels=list(source.labels) if source.labels is not None else None,
+        brain_mask_from_labels=source.brain_mask_from_labels,
+        check_shapes=cases is None,
+    )
+
+
 def build_datasets(sources: Sequence[DataSource]) -> tuple[list, list]:
     """Training and validation datasets of every source.
 
@@ -208,7 +226,7 @@ def build_datasets(sources: Sequence[DataSource]) -> tuple[list, list]:
     Raises:
         InputError: an unreadable nnU-Net folder, or too few cases left for training.
     """
-    from medverse.data.datasets import InMemoryDataset, NnUNetDataset, PreprocessConfig
+    from medverse.data.datasets import InMemoryDataset
 
     train, val = [], []
     for i, source in enumerate(sources):
@@ -230,15 +248,7 @@ def build_datasets(sources: Sequence[DataSource]) -> tuple[list, list]:
                         )
                     )
             continue
-        preprocess = PreprocessConfig(spacing=source.spacing)
-        options = dict(
-            weight=source.weight,
-            preprocess=preprocess,
-            cache_dir=source.cache_dir,
-            labels=list(source.labels) if source.labels is not None else None,
-            brain_mask_from_labels=source.brain_mask_from_labels,
-        )
-        full = NnUNetDataset(source.path, name=source.name, **options)  # type: ignore[arg-type]
+        full = _open_nnunet(source, source.name, None)
         names = list(full.case_names)
         keep = len(names) - source.num_val_cases
         if keep < 2:
@@ -249,21 +259,9 @@ def build_datasets(sources: Sequence[DataSource]) -> tuple[list, list]:
         if not source.num_val_cases:
             train.append(full)
             continue
-        train.append(
-            NnUNetDataset(
-                source.path, name=full.name, cases=names[:keep], check_shapes=False, **options
-            )  # type: ignore[arg-type]
-        )
+        train.append(_open_nnunet(source, full.name, names[:keep]))
         if source.num_val_cases >= 2:
-            val.append(
-                NnUNetDataset(
-                    source.path,
-                    name=f"{full.name}_val",
-                    cases=names[keep:],
-                    check_shapes=False,
-                    **options,  # type: ignore[arg-type]
-                )
-            )
+            val.append(_open_nnunet(source, f"{full.name}_val", names[keep:]))
         else:
             log.warning(
                 "data[%d] '%s': num_val_cases=1 cannot form an episode (needs >= 2); no validation",
@@ -508,7 +506,7 @@ def train_step(
         )
     losses = episode_loss(
         prediction,
-        to(batch["reference"]),  # type: ignore[arg-type]
+        batch["reference"].to(device),
         batch["family"],
         beta=loss_beta,
         gradient_weight=gradient_weight,
@@ -926,7 +924,13 @@ def _run(
         step=start_step, out_dir=out_dir, checkpoint=checkpoint_path, world_size=info.world_size
     )
 
-    def predictor(target, context_in, context_out, ar_in, ar_out):  # noqa: ANN001, ANN202
+    def predictor(
+        target: torch.Tensor,
+        context_in: torch.Tensor,
+        context_out: torch.Tensor,
+        ar_in: torch.Tensor | None,
+        ar_out: torch.Tensor | None,
+    ) -> torch.Tensor:
         with torch.no_grad(), _autocast(device, amp_dtype):
             out = net(
                 target.to(device),
