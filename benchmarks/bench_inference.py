@@ -1,9 +1,10 @@
 """Full-volume coarse-to-fine inference on CPU: seconds and peak memory per volume size.
 
-Usage: python benchmarks/bench_inference.py [--model medverse-small] [--sizes 128 192 256] [--contexts 1 4 8]
+Usage: python benchmarks/bench_inference.py [--model medverse-small] [--sizes 128 192 256]
+    [--contexts 1 4 8] [--threads 2]
 
 Each row runs in a fresh process: a random cubic target and contexts (binary masks), the default
-per-axis level plan, ``sw_batch_size`` 2, ``context_batch`` 2, 2 threads. Random weights when the
+per-axis level plan, ``sw_batch_size`` 2, ``context_batch`` 2, ``--threads`` threads (default 2). Random weights when the
 model ships none (time and memory do not depend on the weight values).
 """
 
@@ -16,7 +17,7 @@ from _measure import in_subprocess
 
 CODE = """
 import time, torch, json
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 from medverse.checkpoint.registry import get_spec, load_model
 from medverse.inference.driver import InferenceConfig, run_inference
 spec = get_spec({model!r})
@@ -35,13 +36,16 @@ def main() -> None:
     parser.add_argument("--model", default="medverse-small")
     parser.add_argument("--sizes", nargs="+", type=int, default=[128, 192, 256])
     parser.add_argument("--contexts", nargs="+", type=int, default=[1, 4, 8])
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, cpu, 2 threads, model {args.model}\n")
+    print(f"torch {torch.__version__}, cpu, {args.threads} threads, model {args.model}\n")
     print("| volume | contexts | levels | windows per level | seconds | peak RSS GiB |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
         for num in args.contexts:
-            res = in_subprocess(CODE.format(model=args.model, size=size, contexts=num))
+            res = in_subprocess(
+                CODE.format(model=args.model, size=size, contexts=num, threads=args.threads)
+            )
             print(
                 f"| {size}^3 | {num} | {res['levels']} | {'+'.join(map(str, res['windows']))} | "
                 f"{res['seconds']:.1f} | {res['peak_rss_gib']:.2f} |",

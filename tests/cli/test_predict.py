@@ -140,7 +140,10 @@ def _bad_inputs(case, tmp_path):  # noqa: ANN202
     nan = np.ones(shape, np.float32)
     nan[3, 3, 3] = np.nan
     two_d = _save(tmp_path / "flat.nii.gz", np.ones((30, 26), np.float32))
-    four_d = _save(tmp_path / "multi.nii.gz", np.random.default_rng(0).random((30, 26, 12, 3)).astype(np.float32))
+    four_d = _save(
+        tmp_path / "multi.nii.gz",
+        np.random.default_rng(0).random((30, 26, 12, 3)).astype(np.float32),
+    )
     truncated = tmp_path / "cut.nii.gz"
     truncated.write_bytes(case["t"].read_bytes()[:200])
     return {

@@ -19,6 +19,7 @@ from medverse.io import (
     normalize_intensity,
     write_volume,
 )
+from medverse.io.context import output_range
 
 # Target: 40^3 voxels of 1 mm covering world [-0.5, 39.5] mm on each axis.
 TARGET_SHAPE = (40, 40, 40)
@@ -407,3 +408,20 @@ def test_fov_ignores_spacing_when_shape_and_orientation_match(rng: np.random.Gen
     assert align_to_target(context, target, mode="fov") is context.array
     with pytest.raises(InputError, match="does not overlap"):
         align_to_target(context, target, mode="physical")
+
+
+def test_output_range_carries_the_contexts_relative_range_over() -> None:
+    rng = np.random.default_rng(0)
+    clean = [rng.uniform(0.0, 1.0, (8, 8, 8)) for _ in range(3)]
+    noisy = [c + rng.normal(0.0, 0.1, c.shape) for c in clean]
+    target_clean = rng.uniform(0.0, 1.0, (8, 8, 8)) * 500.0
+    target = target_clean + rng.normal(0.0, 50.0, target_clean.shape)
+    low, high = output_range(target, noisy, clean)
+    # denoising: the output range is narrower than the noisy target's, close to the clean one's
+    assert target.min() < low and high < target.max()
+    assert abs(low - target_clean.min()) < 40 and abs(high - target_clean.max()) < 40
+    # identical ranges (skull stripping, bias correction of normalised images) keep the range
+    assert output_range(target, clean, clean) == pytest.approx((target.min(), target.max()))
+    # outputs twice as bright as their inputs: twice the target's range
+    low, high = output_range(np.array([0.0, 3.0]), clean, [2 * c for c in clean])
+    assert (low, high) == pytest.approx((0.0, 6.0), abs=0.05)

@@ -69,6 +69,13 @@ def test_packaged_small_config_loads() -> None:
     assert config.out_dir == "runs/small_synthetic"
 
 
+def test_config_of_the_packaged_weights_loads() -> None:
+    config = TrainConfig.from_file(REPO / "configs" / "train_small.yaml")
+    assert [s.kind for s in config.data] == ["mni", "synthetic"]
+    assert config.data[0].voxel_mm == (2.5, 4.0)
+    assert config.init_weights is not None and config.init_weights.endswith(".pt")
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -86,6 +93,9 @@ def test_packaged_small_config_loads() -> None:
         ({"data": []}, "at least one source"),
         ({"data": [{"kind": "nnunet"}]}, "kind 'nnunet' needs path"),
         ({"data": [{"kind": "synthetic", "path": "x"}]}, "takes no path"),
+        ({"data": [{"kind": "mni", "path": "x"}]}, "kind 'mni' takes no path"),
+        ({"data": [{"kind": "mni", "voxel_mm": [3, 2]}]}, r"voxel_mm must be \[low, high\]"),
+        ({"data": [{"kind": "mni", "voxel_mm": [0, 2]}]}, r"voxel_mm must be"),
         ({"data": [{"kind": "dicom"}]}, r"kind must be one of"),
         ({"data": [{"shape": [4, 4, 4]}]}, "shape must be three integers >= 8"),
         ({"data": [{"num_subjects": 1}]}, "num_subjects must be an integer >= 2"),

@@ -151,8 +151,9 @@ def _read_ours(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def read_weights(path: str | os.PathLike[str], *, window: int | None = None) -> LoadedWeights:
     """Read weights from any supported file, converted to our naming.
 
-    Accepts our folder / ``.safetensors`` (with config), the released Lightning ``.ckpt``, and a
-    bare state dict (``.pt``, ``.pth``, ``.safetensors``) with released or our keys.
+    Accepts our folder / ``.safetensors`` (with config), the released Lightning ``.ckpt``, a
+    ``medverse.training`` checkpoint (``step_*.pt``: its network, architecture from its config),
+    and a bare state dict (``.pt``, ``.pth``, ``.safetensors``) with released or our keys.
 
     Args:
         path: file or folder.
@@ -185,6 +186,9 @@ def read_weights(path: str | os.PathLike[str], *, window: int | None = None) -> 
                 f"'{path}': expected a state dict or checkpoint dict, got {type(obj).__name__}"
             )
         raw = obj.get("state_dict", obj)
+        training_model = _training_checkpoint_model(obj)
+        if training_model is not None:  # a checkpoint written by medverse.training
+            raw, meta["model"] = obj["model"], training_model
         if not isinstance(raw, Mapping) or not all(
             isinstance(v, torch.Tensor) for v in raw.values()
         ):
@@ -195,7 +199,11 @@ def read_weights(path: str | os.PathLike[str], *, window: int | None = None) -> 
         if channels:
             meta["hparams_channels"] = channels
         source = (
-            f"released checkpoint {path.name}" if "state_dict" in obj else f"state dict {path.name}"
+            f"released checkpoint {path.name}"
+            if "state_dict" in obj
+            else f"training checkpoint {path.name} (step {obj.get('step')})"
+            if training_model is not None
+            else f"state dict {path.name}"
         )
     state = convert_official_state_dict(raw)
     model_meta = meta.get("model")
@@ -211,6 +219,18 @@ def read_weights(path: str | os.PathLike[str], *, window: int | None = None) -> 
             f"'{path}': hyper-parameters say channels {hp} but the weights have {list(config.channels)}"
         )
     return LoadedWeights(dict(state), config, str(source), meta)
+
+
+def _training_checkpoint_model(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The architecture of a ``medverse.training`` checkpoint (``step_*.pt``), else None."""
+    if not {"model", "optimizer", "config"} <= set(obj) or not isinstance(obj["config"], Mapping):
+        return None
+    model = obj["config"].get("model")
+    if isinstance(model, str):
+        from medverse.checkpoint.registry import get_spec
+
+        return get_spec(model).config.to_dict()
+    return dict(model) if isinstance(model, Mapping) else None
 
 
 def load_network(weights: LoadedWeights) -> MedverseNet:

@@ -22,6 +22,9 @@ def evaluate(
         None, help="A kit folder written earlier (faster than rebuilding)."
     ),
     subjects: int = typer.Option(8, help="Kit subjects to build."),
+    spacing: float = typer.Option(
+        2.0, help="Kit voxel size in mm; the grid covers the same head (2 mm: 96x112x96)."
+    ),
     model: str = typer.Option(
         None, "--model", "-m", help="Registered name or weights path; omit for baselines only."
     ),
@@ -50,6 +53,7 @@ def evaluate(
         load_kit,
         multi_atlas,
     )
+    from medverse.evaluation.kit import kit_shape
     from medverse.evaluation.protocol import evaluate as run_protocol
     from medverse.evaluation.report import write_report
 
@@ -79,7 +83,10 @@ def evaluate(
     dataset = (
         load_kit(kit_dir)
         if kit_dir is not None
-        else build_kit(KitConfig(num_subjects=subjects), progress=progress)
+        else build_kit(
+            KitConfig(num_subjects=subjects, spacing=spacing, shape=kit_shape(spacing)),
+            progress=progress,
+        )
     )
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
     results = run_protocol(

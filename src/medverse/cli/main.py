@@ -1,4 +1,4 @@
-"""The ``medverse`` command line: predict, convert, info, train, evaluate.
+"""The ``medverse`` command line: predict, convert, info, train, evaluate, demo.
 
 Heavy imports live inside the commands so that ``--help`` stays fast. Every expected failure
 (bad input, bad checkpoint, too little memory) is one message on stderr and exit code 1.
@@ -98,12 +98,26 @@ def convert(
 
 @app.command()
 @clean_errors
-def info(model: str = typer.Argument(..., help="Registered name or path to weights.")) -> None:
-    """Show a model's configuration, parameter count and source."""
+def info(
+    model: str = typer.Argument(
+        None, help="Registered name or path to weights; omit to list the registered models."
+    ),
+) -> None:
+    """Show a model's configuration, parameter count and source; alone, list the registry."""
     import json
 
     from medverse.checkpoint.registry import get_spec, list_models, load_model
 
+    if model is None:
+        for name in list_models():
+            spec = get_spec(name)
+            bundled = (
+                f"bundled weights ({spec.weights})"
+                if spec.weights
+                else "no weights bundled: convert the authors' checkpoint"
+            )
+            typer.echo(f"{name:<16} {bundled}\n{'':<16} {spec.description}")
+        return
     if Path(model).exists():
         net = load_model(model)
     else:
@@ -113,8 +127,12 @@ def info(model: str = typer.Argument(..., help="Registered name or path to weigh
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     typer.echo(f"model:      {model}")
     source = net.source
-    if not Path(model).exists() and get_spec(model).weights is None:
-        source = "no weights packaged (architecture only; convert the released checkpoint)"
+    if not Path(model).exists():
+        spec = get_spec(model)
+        if spec.weights is None:
+            source = "no weights bundled (architecture only; convert the released checkpoint)"
+        else:
+            source = f"bundled weights {spec.weights}: {spec.description}"
     typer.echo(f"source:     {source}")
     if net.weights_sha256:
         typer.echo(f"sha256:     {net.weights_sha256}")
@@ -319,11 +337,13 @@ def predict(
 
 
 def _register_lazy_commands() -> None:
+    from medverse.cli.demo import demo
     from medverse.cli.evaluate import evaluate
     from medverse.cli.train import train
 
     app.command("train")(clean_errors(train))
     app.command("evaluate")(clean_errors(evaluate))
+    app.command("demo")(clean_errors(demo))
 
 
 _register_lazy_commands()

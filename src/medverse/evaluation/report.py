@@ -37,7 +37,7 @@ import numpy as np
 from medverse.evaluation.metrics import IMAGE_METRICS, SEGMENTATION_METRICS
 from medverse.evaluation.protocol import CaseResult, Example, Results
 
-__all__ = ["summarize", "write_report"]
+__all__ = ["atomic_write", "atomic_write_text", "example_figure", "summarize", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ _CASE_COLUMNS = (
 # ----------------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
     try:
         temporary.write_bytes(data)
@@ -77,8 +77,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_write(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, text.encode("utf-8"))
 
 
 def _number(value: Any) -> Any:
@@ -331,7 +331,7 @@ def _range(slices: Sequence[np.ndarray]) -> tuple[float, float]:
     return float(low), float(high) if high > low else float(low) + 1.0
 
 
-def _example_figure(example: Example) -> bytes:
+def example_figure(example: Example) -> bytes:
     from matplotlib.figure import Figure
 
     aspects = _aspects(example.spacing)
@@ -488,7 +488,7 @@ def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
     figure_dir.mkdir(parents=True, exist_ok=True)
 
     rows = [record.as_row() for record in results.records]
-    _atomic_text(root / "cases.csv", _csv_text(rows, _CASE_COLUMNS))
+    atomic_write_text(root / "cases.csv", _csv_text(rows, _CASE_COLUMNS))
     document = {
         "config": results.config,
         "versions": results.versions,
@@ -496,7 +496,7 @@ def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
         "tasks": {name: asdict(info) for name, info in results.tasks.items()},
         "cases": rows,
     }
-    _atomic_text(
+    atomic_write_text(
         root / "cases.json",
         json.dumps(_json_safe(document), indent=1, sort_keys=True, allow_nan=False) + "\n",
     )
@@ -510,22 +510,22 @@ def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
         }
         for r in results.records
     ]
-    _atomic_text(
+    atomic_write_text(
         root / "timings.csv",
         _csv_text(timing_rows, ("task", "target", "method", "draw", "seconds")),
     )
 
     summary = summarize(results)
-    _atomic_text(root / "summary.md", _markdown(results, summary))
+    atomic_write_text(root / "summary.md", _markdown(results, summary))
     flat, columns = _summary_csv_rows(summary)
-    _atomic_text(root / "summary.csv", _csv_text(flat, columns))
+    atomic_write_text(root / "summary.csv", _csv_text(flat, columns))
 
     box_plots = []
     for metric in (*SEGMENTATION_METRICS, *IMAGE_METRICS):
         data = _box_plot(results, metric)
         if data is not None:
             name = f"box_{metric}.png"
-            _atomic_write(figure_dir / name, data)
+            atomic_write(figure_dir / name, data)
             box_plots.append((metric, name))
 
     figures: dict[str, list[str]] = {}
@@ -535,12 +535,12 @@ def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
             + ".png"
         )
         try:
-            _atomic_write(figure_dir / name, _example_figure(example))
+            atomic_write(figure_dir / name, example_figure(example))
         except (ValueError, IndexError) as error:  # a degenerate volume must not stop the report
             logger.warning("figure %s skipped: %s", name, error)
             continue
         figures.setdefault(example.task, []).append(name)
 
     index = root / "index.html"
-    _atomic_text(index, _html(results, summary, box_plots, figures))
+    atomic_write_text(index, _html(results, summary, box_plots, figures))
     return index

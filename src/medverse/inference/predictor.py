@@ -4,7 +4,8 @@ Pipeline per target: bring each context pair onto the target grid (physical resa
 default), normalise every volume to [0, 1] (optional percentile clipping first), run the
 coarse-to-fine driver once per ensemble draw with one output channel per class (the target
 encoder is shared by all classes), then combine: segmentation = argmax over classes against a
-0.5 background threshold; image tasks = the output rescaled to the target's intensity range.
+0.5 background threshold; image tasks = the output rescaled to the intensity range that the
+contexts imply for the target (:func:`~medverse.io.context.output_range`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from medverse.errors import InputError
 from medverse.inference.driver import InferenceConfig, run_inference
-from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity
+from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, output_range
 from medverse.io.context_set import Context
 from medverse.io.volume import Volume, read_volume, write_volume
 from medverse.model.network import MedverseNet
@@ -223,7 +224,11 @@ class Predictor:
             lut = np.array(labels, dtype=np.int32)
             array = np.where(raw.max(axis=0) > 0.5, lut[best], 0).astype(np.int32)
         else:
-            lo, hi = float(target.array.min()), float(target.array.max())
+            lo, hi = output_range(
+                target.array,
+                [pair.image.array for pair in context.pairs],
+                [pair.output.array for pair in context.pairs],
+            )
             array = (raw[0] * (hi - lo) + lo).astype(np.float32)
         summary.update(
             seconds=time.perf_counter() - start,

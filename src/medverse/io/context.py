@@ -68,6 +68,7 @@ __all__ = [
     "align_pair",
     "align_to_target",
     "normalize_intensity",
+    "output_range",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,35 @@ def normalize_intensity(
         data = np.clip(data, low, high)
     low, high = float(data.min()), float(data.max())
     return ((data - low) / max(high - low, 1e-8)).astype(np.float32, copy=False)
+
+
+def output_range(
+    target: np.ndarray, context_images: Sequence[np.ndarray], context_outputs: Sequence[np.ndarray]
+) -> tuple[float, float]:
+    """Intensity range ``(low, high)`` of an image task's output for ``target``, from the contexts.
+
+    The network works on min-max normalised volumes, so its output must be mapped back to
+    intensities. Each context says where its output's range lies relative to its input's range
+    (``(output.min() - input.min()) / (input.max() - input.min())``, likewise for the maximum);
+    the average of those relative bounds is applied to the target's range. For a denoising task
+    the output range is narrower than the noisy input's; for skull stripping or bias correction
+    it is about the same; a context set whose outputs are twice as bright as their inputs gives
+    an output twice as bright as the target.
+
+    Example:
+        >>> noisy, clean = np.array([-0.2, 0.5, 1.2]), np.array([0.0, 0.5, 1.0])
+        >>> output_range(np.array([-0.4, 2.4]), [noisy], [clean])
+        (0.0, 2.0)
+    """
+    lows, highs = [], []
+    for image, output in zip(context_images, context_outputs, strict=True):
+        low, high = float(np.min(image)), float(np.max(image))
+        span = max(high - low, 1e-8)
+        lows.append((float(np.min(output)) - low) / span)
+        highs.append((float(np.max(output)) - low) / span)
+    low, high = float(np.min(target)), float(np.max(target))
+    span = high - low
+    return low + float(np.mean(lows)) * span, low + float(np.mean(highs)) * span
 
 
 def _check_percentiles(clip_percentiles: Sequence[float]) -> tuple[float, float]:

@@ -46,7 +46,7 @@ __all__ = [
     "TrainConfig",
 ]
 
-DATA_KINDS = ("synthetic", "nnunet")
+DATA_KINDS = ("synthetic", "nnunet", "mni")
 SCHEDULES = ("cosine", "constant")
 AMP_MODES = ("auto", "bf16", "off")
 AR_SOURCES = ("degraded", "self", "mixed")
@@ -95,22 +95,26 @@ class DataSource:
     """One training data source.
 
     Args:
-        kind: ``"synthetic"`` (generated in memory by :mod:`medverse.data.synthesis`; no files)
-            or ``"nnunet"`` (an nnU-Net raw folder read by
-            :class:`~medverse.data.datasets.NnUNetDataset`).
+        kind: ``"synthetic"`` (generated in memory by :mod:`medverse.data.synthesis`; no files),
+            ``"nnunet"`` (an nnU-Net raw folder read by
+            :class:`~medverse.data.datasets.NnUNetDataset`) or ``"mni"`` (real-anatomy subjects
+            made in memory from the packaged MNI template and AAL3 by
+            :func:`~medverse.data.mni.make_mni_cases`: two datasets, tissue classes with skull
+            stripping, and AAL3 regions; never the evaluation kit's subjects).
         path: the nnU-Net folder (``kind="nnunet"`` only); relative paths are resolved from the
             config file's folder by :meth:`TrainConfig.from_file`.
         weight: sampling weight among sources (episodes draw a source first).
         name: dataset name (default: ``dataset.json``'s name, or ``synthetic{seed}_{k}``).
         num_val_cases: cases held out for validation episodes (nnU-Net: the last ones in
             sorted order; synthetic: extra subjects), never used for training.
-        num_subjects: synthetic: training subjects per template.
+        num_subjects: synthetic: training subjects per template; mni: training subjects.
         num_templates: synthetic: independent anatomies and intensity tables (one dataset each),
             so the model must read the task from the contexts rather than memorise one anatomy.
-        shape: synthetic: volume shape.
+        shape: synthetic: volume shape; mni: grid shape at the finest voxel size
+            (``voxel_mm[0]``), fewer voxels over the same field of view at coarser sizes.
         num_classes: synthetic: foreground labels.
         num_modalities: synthetic: images per subject (>= 2 enables transformation tasks).
-        seed: synthetic: generator seed (template ``k`` uses ``seed + k``).
+        seed: synthetic: generator seed (template ``k`` uses ``seed + k``); mni: subject seed.
         deformation: synthetic: each subject is warped by its own smooth elastic field (4 control
             points per axis, largest displacement this fraction of the smallest axis), so
             subjects are not voxel-aligned like a registered atlas and the mean of the context
@@ -119,6 +123,7 @@ class DataSource:
         brain_mask_from_labels: ``label > 0`` is a brain mask (enables skull-stripping tasks).
         spacing: nnU-Net: resample to this voxel size in mm (default: native spacing).
         cache_dir: nnU-Net: folder for the preprocessed ``.npz`` cache (default: no cache).
+        voxel_mm: mni: inclusive range of the isotropic voxel size in mm, drawn per subject.
     """
 
     kind: str = "synthetic"
@@ -137,14 +142,25 @@ class DataSource:
     brain_mask_from_labels: bool = False
     spacing: tuple[float, float, float] | None = None
     cache_dir: str | None = None
+    voxel_mm: tuple[float, float] = (2.0, 2.0)
 
     def __post_init__(self) -> None:
         where = f"data source {self.name or self.path or self.kind!r}"
         check_option(self.kind, DATA_KINDS, f"{where}: kind")
         if self.kind == "nnunet" and not self.path:
             raise InputError(f"{where}: kind 'nnunet' needs path: the dataset folder")
-        if self.kind == "synthetic" and self.path:
-            raise InputError(f"{where}: kind 'synthetic' takes no path (it writes no files)")
+        if self.kind in ("synthetic", "mni") and self.path:
+            raise InputError(f"{where}: kind {self.kind!r} takes no path (it reads no files)")
+        voxel = tuple(self.voxel_mm)
+        if (
+            len(voxel) != 2
+            or not all(isinstance(v, int | float) and math.isfinite(v) for v in voxel)
+            or not 0 < voxel[0] <= voxel[1]
+        ):
+            raise InputError(
+                f"{where}: voxel_mm must be [low, high] with 0 < low <= high, got {self.voxel_mm!r}"
+            )
+        object.__setattr__(self, "voxel_mm", (float(voxel[0]), float(voxel[1])))
         _number(self.weight, f"{where}: weight", low=0.0, open_low=True)
         _positive_int(self.num_val_cases, f"{where}: num_val_cases", minimum=0)
         _positive_int(self.num_subjects, f"{where}: num_subjects", minimum=2)

@@ -216,6 +216,34 @@ def _open_nnunet(source: DataSource, name: str | None, cases: list[str] | None) 
     )
 
 
+def _add_mni(source: DataSource, train: list, val: list) -> None:
+    """The two datasets (tissue, AAL3 regions) of a ``kind: mni`` source, training and held out."""
+    from medverse.data.datasets import InMemoryDataset
+    from medverse.data.mni import make_mni_cases
+
+    name = source.name or f"mni{source.seed}"
+    pairs = [
+        make_mni_cases(
+            index,
+            seed=source.seed,
+            base_shape=source.shape,
+            voxel_mm=source.voxel_mm,
+            deformation=source.deformation,
+        )
+        for index in range(source.num_subjects + source.num_val_cases)
+    ]
+    for k, (kind, keep) in enumerate((("tissue", True), ("regions", False))):
+        cases = [pair[k] for pair in pairs]
+        options = dict(weight=source.weight / 2, brain_mask_from_labels=keep)
+        train.append(
+            InMemoryDataset(cases[: source.num_subjects], name=f"{name}_{kind}", **options)
+        )
+        if source.num_val_cases >= 2:
+            val.append(
+                InMemoryDataset(cases[source.num_subjects :], name=f"{name}_{kind}_val", **options)
+            )
+
+
 def build_datasets(sources: Sequence[DataSource]) -> tuple[list, list]:
     """Training and validation datasets of every source.
 
@@ -247,6 +275,9 @@ def build_datasets(sources: Sequence[DataSource]) -> tuple[list, list]:
                             cases[source.num_subjects :], name=f"{name}_val", weight=weight, **keep
                         )
                     )
+            continue
+        if source.kind == "mni":
+            _add_mni(source, train, val)
             continue
         full = _open_nnunet(source, source.name, None)
         names = list(full.case_names)

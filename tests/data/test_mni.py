@@ -1,0 +1,82 @@
+"""Training subjects made from the packaged MNI template (``kind: mni``), kept apart from the kit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medverse.data.episodes import EpisodeSampler
+from medverse.data.mni import (
+    MNI_TRAIN_SEED_NAMESPACE,
+    TISSUE_LABELS,
+    aal3_pair_names,
+    make_mni_cases,
+)
+from medverse.evaluation.kit import KIT_SEED_NAMESPACE
+from medverse.training.config import DataSource
+from medverse.training.loop import build_datasets
+
+SMALL = dict(base_shape=(24, 28, 24), voxel_mm=(8.0, 10.0))
+
+
+def test_subjects_are_replayable_and_differ_by_index_and_seed() -> None:
+    first, _ = make_mni_cases(3, seed=0, **SMALL)
+    again, _ = make_mni_cases(3, seed=0, **SMALL)
+    other, _ = make_mni_cases(4, seed=0, **SMALL)
+    reseeded, _ = make_mni_cases(3, seed=1, **SMALL)
+    np.testing.assert_array_equal(first.images, again.images)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert not np.array_equal(first.affine, other.affine) or first.shape != other.shape
+    assert not np.allclose(first.affine, reseeded.affine)
+    assert MNI_TRAIN_SEED_NAMESPACE != KIT_SEED_NAMESPACE
+
+
+def test_grid_follows_the_voxel_size_over_one_field_of_view() -> None:
+    base = (40, 46, 40)
+    fine, _ = make_mni_cases(0, base_shape=base, voxel_mm=(5.0, 5.0))
+    assert fine.shape == base and fine.spacing == (5.0, 5.0, 5.0)
+    for index in range(3):
+        case, _ = make_mni_cases(index, base_shape=base, voxel_mm=(5.0, 10.0))
+        spacing = case.spacing[0]
+        assert 5.0 <= spacing <= 10.0
+        np.testing.assert_allclose(np.diag(case.affine)[:3], spacing)
+        field_of_view = np.asarray(case.shape) * spacing
+        assert np.all(np.abs(field_of_view - 5.0 * np.asarray(base)) <= spacing / 2 + 1e-6)
+
+
+def test_labels_are_tissue_classes_and_aal_pairs_inside_the_brain() -> None:
+    tissue, regions = make_mni_cases(1, base_shape=(48, 56, 48), voxel_mm=(4.0, 4.0))
+    np.testing.assert_array_equal(tissue.images, regions.images)
+    assert tissue.channel_names == ("T1w", "T2like")
+    assert 0.0 <= tissue.images.min() and tissue.images.max() <= 1.0
+    assert set(np.unique(tissue.labels)) == set(TISSUE_LABELS)
+    # white matter is brighter than CSF on T1w and darker on the T2-like contrast
+    t1, t2 = tissue.images
+    csf, wm = tissue.labels == 1, tissue.labels == 3
+    assert t1[wm].mean() > t1[csf].mean() and t2[wm].mean() < t2[csf].mean()
+    found = set(np.unique(regions.labels)) - {0}
+    assert len(found) > 40 and found <= set(aal3_pair_names())
+    assert aal3_pair_names()[21] == "Hippocampus"
+    # every region voxel is brain (label > 0 of the tissue map)
+    assert np.all(tissue.labels[regions.labels > 0] > 0)
+
+
+def test_mni_source_builds_two_datasets_that_episodes_sample() -> None:
+    source = DataSource(
+        kind="mni", num_subjects=3, num_val_cases=2, shape=(24, 28, 24), voxel_mm=(8.0, 8.0)
+    )
+    train, val = build_datasets([source])
+    assert [d.name for d in train] == ["mni0_tissue", "mni0_regions"]
+    assert [d.name for d in val] == ["mni0_tissue_val", "mni0_regions_val"]
+    assert [len(d) for d in train + val] == [3, 3, 2, 2]
+    assert train[0].brain_mask_from_labels and not train[1].brain_mask_from_labels
+    sampler = EpisodeSampler(train, num_contexts=2, window=16, seed=0)
+    tasks = {sampler.sample(i).task for i in range(40)}
+    assert "segmentation" in tasks and "transformation:skull_strip" in tasks
+    assert {"transformation:0->1", "transformation:1->0"} & tasks
+
+
+@pytest.mark.parametrize("voxel_mm", [(0.0, 1.0), (3.0, 2.0)])
+def test_bad_voxel_range_is_refused(voxel_mm) -> None:
+    with pytest.raises(ValueError, match="voxel_mm"):
+        make_mni_cases(0, base_shape=(16, 16, 16), voxel_mm=voxel_mm)
