@@ -48,8 +48,11 @@ def test_stop_and_resume_in_process(make_config) -> None:
     assert second.step == 6 and second.weights is not None
     assert assert_same_weights(final_weights(full.out_dir), final_weights(second.out_dir)) == 0.0
     with open(second.out_dir / "log.csv", newline="") as fh:
-        steps = [int(r["step"]) for r in csv.DictReader(fh)]
-    assert steps == [1, 2, 3, 4, 5, 6]
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # the log shows where the run was resumed, and only there
+    assert [r["resumed_from"] for r in rows] == ["", "", "", "3", "", ""]
+    assert all(r["time"].endswith("Z") for r in rows)
     with open(full.out_dir / "log.csv", newline="") as fh:
         losses_full = [r["loss"] for r in csv.DictReader(fh)]
     with open(second.out_dir / "log.csv", newline="") as fh:

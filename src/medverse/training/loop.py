@@ -98,6 +98,8 @@ CSV_COLUMNS = (
     "val_dice_baseline",
     "val_psnr",
     "val_ssim",
+    "resumed_from",
+    "time",
 )
 CHECKPOINT_VERSION = 1
 _VAL_SEED_OFFSET = 1_000_003
@@ -759,6 +761,7 @@ class _Logs:
     def __init__(self, out_dir: Path, start_step: int, enabled: bool, log_every: int):
         self.enabled = enabled
         self.log_every = log_every
+        self.resumed_from = start_step or None  # written on the first row of a resumed run
         self.path = out_dir / "log.csv"
         self.writer = None
         if not enabled:
@@ -783,6 +786,9 @@ class _Logs:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        row = {**row, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if self.resumed_from is not None:
+            row["resumed_from"], self.resumed_from = self.resumed_from, None
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=CSV_COLUMNS).writerow(
                 {k: _fmt(row.get(k)) for k in CSV_COLUMNS}
