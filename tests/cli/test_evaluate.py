@@ -36,3 +36,20 @@ def test_evaluate_baselines_twice_identical(tmp_path) -> None:
 def test_evaluate_rejects_unknown_method(tmp_path) -> None:
     res = CliRunner().invoke(app, ["evaluate", "--out", str(tmp_path / "r"), "--methods", "magic"])
     assert res.exit_code == 1 and "unknown methods" in res.output
+
+
+def test_evaluate_spacing_builds_the_kit_over_the_same_field_of_view(tmp_path) -> None:
+    import json
+
+    args = ["evaluate", "--out", str(tmp_path / "r"), "--subjects", "2", "--spacing", "8"]
+    args += ["--methods", "context_mean", "-k", "1", "-n", "1", "--tasks", "brain_mask"]
+    res = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    dataset = json.loads((tmp_path / "r" / "cases.json").read_text())["config"]["dataset"]
+    assert dataset["config"]["shape"] == [24, 28, 24]
+    assert dataset["spacing_mm"] == [8.0, 8.0, 8.0]
+
+
+def test_evaluate_rejects_a_bad_spacing(tmp_path) -> None:
+    res = CliRunner().invoke(app, ["evaluate", "--out", str(tmp_path / "r"), "--spacing", "0"])
+    assert res.exit_code == 1 and "spacing must be a positive number" in res.output

@@ -47,7 +47,8 @@ class Prediction:
     """The result for one target.
 
     Attributes:
-        array: ``(X, Y, Z)``: label map (segmentation) or image in the target's intensity range.
+        array: ``(X, Y, Z)``: label map (segmentation) or image (in the intensity range the
+            contexts imply for the target, :func:`~medverse.io.context.output_range`).
         affine: the target's affine, unchanged.
         task: ``"segmentation"`` or ``"image"``.
         raw: ``(K, X, Y, Z)`` raw network output (mean over ensemble draws), one per class.
