@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from medverse.errors import InputError
+from medverse.validation import check_option
 
 __all__ = ["DEMO_STRUCTURES", "DemoConfig", "DemoResult", "run_demo"]
 
@@ -60,6 +61,7 @@ class DemoConfig:
             raise InputError(f"num_contexts must be in 1..16, got {self.num_contexts!r}")
         if not (math.isfinite(self.spacing) and 1.0 <= self.spacing <= 12.0):
             raise InputError(f"spacing must be in [1, 12] mm, got {self.spacing!r}")
+        check_option(self.device, ("cpu", "cuda", "auto"), "device")
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -143,6 +143,7 @@ register_model(
         "medverse-small",
         ModelConfig(channels=(8, 16, 32, 64, 128), window=64),
         "medverse-small.safetensors",
-        "CPU-sized Medverse (channels 8..128, 64^3 windows); weights trained on synthetic data only",
+        "CPU-sized Medverse (channels 8..128, 64^3 windows); trained on CPU on synthetic anatomies "
+        "and the packaged MNI template (configs/train_small.yaml; see weights/MODEL_CARD.md)",
     )
 )

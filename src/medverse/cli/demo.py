@@ -23,9 +23,8 @@ def demo(
 ) -> None:
     """Segment four brain structures and denoise a scan from a few example subjects, then score.
 
-    Builds a target and context subjects from the MNI ICBM152 2009 template and AAL3 shipped in
-    the installed packages (no download), runs the model like `medverse predict`, and writes
-    NIfTI outputs, triplanar PNGs, metrics.json and index.html into OUTPUT.
+    The case is built from the MNI template and AAL3 inside the installed packages (no download).
+    Writes NIfTI outputs, triplanar PNGs, metrics.json and index.html into OUTPUT.
     """
     from medverse.demo import DemoConfig, run_demo
     from medverse.errors import InputError
