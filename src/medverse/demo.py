@@ -272,7 +272,9 @@ def run_demo(
         f"{seconds['segmentation']:.1f} s; denoising {seconds['denoising']:.1f} s"
     )
     for task, values in metrics.items():
-        if "dice" in values:
+        if "dice" in values and math.isnan(values["dice"]):
+            echo(f"  {task:<16} Dice n/a: the structure is empty in the target's reference")
+        elif "dice" in values:
             echo(
                 f"  {task:<16} Dice {values['dice']:.3f}   "
                 f"(context-mask mean {values['dice_context_mean']:.3f})"
@@ -294,7 +296,10 @@ def run_demo(
         "model": net.source,
         "weights_sha256": net.weights_sha256,
         "subjects": subject_ids,
-        "metrics": metrics,
+        "metrics": {
+            task: {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+            for task, values in metrics.items()
+        },
         "seconds": seconds,
     }
     atomic_write_text(root / "metrics.json", json.dumps(summary, indent=2) + "\n")
