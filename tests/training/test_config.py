@@ -69,6 +69,12 @@ def test_packaged_small_config_loads() -> None:
     assert config.out_dir == "runs/small_synthetic"
 
 
+def test_gpu_continuation_config_loads() -> None:
+    config = TrainConfig.from_file(REPO / "configs" / "train_small_gpu.yaml")
+    assert config.device == "cuda" and config.amp == "auto"
+    assert config.init_weights is not None and Path(config.init_weights).is_file()
+
+
 def test_config_of_the_packaged_weights_loads() -> None:
     config = TrainConfig.from_file(REPO / "configs" / "train_small.yaml")
     assert [s.kind for s in config.data] == ["mni", "synthetic"]

@@ -60,6 +60,18 @@ def test_stop_and_resume_in_process(make_config) -> None:
     assert losses_full == losses_split
 
 
+def test_time_boxed_run_checkpoints_stops_and_resumes_bit_equal(make_config) -> None:
+    changes = dict(steps=5, checkpoint_every=100, ar_source="mixed", level1_prob=0.3)
+    full = run(make_config("full", **changes))
+    # a limit already spent when the first step ends: stop after step 1, with a checkpoint
+    boxed = run(make_config("boxed", **changes), time_limit=1e-9)
+    assert boxed.step == 1 and boxed.weights is None
+    assert boxed.checkpoint is not None and boxed.checkpoint.name == "step_0000001.pt"
+    rest = run(make_config("boxed", **changes), resume=True, time_limit=3600.0)
+    assert rest.step == 5 and rest.weights is not None
+    assert assert_same_weights(final_weights(full.out_dir), final_weights(rest.out_dir)) == 0.0
+
+
 def test_sigkill_then_resume_in_a_new_process(make_config, tmp_path: Path) -> None:
     config = make_config("killed", steps=8, checkpoint_every=1, num_contexts=[1, 2])
     path = config.save(tmp_path / "killed.yaml")

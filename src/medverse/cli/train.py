@@ -26,6 +26,11 @@ def train(
     stop_at: int = typer.Option(
         None, "--stop-at", help="Stop (with a checkpoint) after this step; resume later."
     ),
+    time_limit: float = typer.Option(
+        None,
+        "--time-limit",
+        help="Minutes of wall time (a time-boxed run): then checkpoint and stop; resume later.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA."),
 ) -> None:
     """Train a Medverse network on in-context episodes (synthetic or nnU-Net datasets)."""
@@ -50,7 +55,15 @@ def train(
             raise InputError(
                 f"training config '{config}' with command-line overrides: {err}"
             ) from None
-    result = run(train_config, resume=resume, stop_at=stop_at, progress=progress)
+    if time_limit is not None and not time_limit > 0:
+        raise InputError(f"--time-limit must be a positive number of minutes, got {time_limit}")
+    result = run(
+        train_config,
+        resume=resume,
+        stop_at=stop_at,
+        time_limit=None if time_limit is None else 60.0 * time_limit,
+        progress=progress,
+    )
     if result.weights is not None:
         typer.echo(
             f"trained {result.step} steps in {result.seconds:.1f} s; weights: {result.weights}"

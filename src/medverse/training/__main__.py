@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stop-at", type=int, default=None, help="Stop after this step (checkpointed)."
     )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="Minutes of wall time (time-boxed run): then checkpoint and stop.",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -52,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = run(
-            config, resume=args.resume, stop_at=args.stop_at, progress=args.progress, info=info
+            config,
+            resume=args.resume,
+            stop_at=args.stop_at,
+            time_limit=None if args.time_limit is None else 60.0 * args.time_limit,
+            progress=args.progress,
+            info=info,
         )
     except MedverseError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -58,6 +58,7 @@ from medverse.training.distributed import (
     DistInfo,
     all_reduce_min,
     barrier,
+    broadcast_object,
     init_distributed,
     shard,
     unwrap,
@@ -839,6 +840,7 @@ def run(
     *,
     resume: bool | str | os.PathLike[str] = False,
     stop_at: int | None = None,
+    time_limit: float | None = None,
     progress: bool = False,
     info: DistInfo | None = None,
 ) -> TrainResult:
@@ -850,6 +852,9 @@ def run(
             that checkpoint. The continued run ends bit-equal to an uninterrupted one.
         stop_at: stop after this step (a checkpoint is written), as if killed there; the LR
             schedule still spans ``config.steps``.
+        time_limit: seconds of wall time for this call (a time-boxed run, e.g. on a lent GPU):
+            after the first step that ends past it, write a checkpoint and stop; ``--resume``
+            continues. Rank 0's clock decides for every rank.
         progress: tqdm bar with ETA on rank 0.
         info: the process group (default: from the ``torchrun`` environment).
 
@@ -865,7 +870,7 @@ def run(
     info = info or init_distributed(config.device)
     threads = torch.get_num_threads()
     try:
-        return _run(config, resume, stop_at, progress, info, started)
+        return _run(config, resume, stop_at, time_limit, progress, info, started)
     finally:
         torch.set_num_threads(threads)
         if owns_group and info.distributed:
@@ -878,6 +883,7 @@ def _run(
     config: TrainConfig,
     resume: bool | str | os.PathLike[str],
     stop_at: int | None,
+    time_limit: float | None,
     progress: bool,
     info: DistInfo,
     started: float,
@@ -1036,7 +1042,11 @@ def _run(
                     f"step {done}: loss is {metrics['loss']} (tasks {batch['tasks']}); lower lr "
                     "or enable grad_clip"
                 )
-            if done % config.checkpoint_every == 0 or done == end:
+            out_of_time = time_limit is not None and done < end
+            out_of_time = out_of_time and bool(
+                broadcast_object(time.perf_counter() - started > time_limit, info)
+            )
+            if done % config.checkpoint_every == 0 or done == end or out_of_time:
                 result.checkpoint = _save_checkpoint(
                     out_dir, done, net, optimizer, scheduler, builder, config, info
                 )
@@ -1048,6 +1058,11 @@ def _run(
             if bar is not None:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", L=row["num_contexts"], refresh=False)
                 bar.update(1)
+            if out_of_time:
+                log.warning(
+                    "time limit of %.0f s reached after step %d; stopping", time_limit, done
+                )
+                break
     finally:
         if bar is not None:
             bar.close()
