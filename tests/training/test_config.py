@@ -75,11 +75,11 @@ def test_gpu_continuation_config_loads() -> None:
     assert config.init_weights is not None and Path(config.init_weights).is_file()
 
 
-def test_config_of_the_packaged_weights_loads() -> None:
-    config = TrainConfig.from_file(REPO / "configs" / "train_small.yaml")
+def test_real_anatomy_config_loads_and_starts_from_the_bundled_weights() -> None:
+    config = TrainConfig.from_file(REPO / "configs" / "train_small_mni.yaml")
     assert [s.kind for s in config.data] == ["mni", "synthetic"]
     assert config.data[0].voxel_mm == (2.5, 4.0)
-    assert config.init_weights is not None and config.init_weights.endswith(".pt")
+    assert config.init_weights is not None and Path(config.init_weights).is_file()
 
 
 @pytest.mark.parametrize(
