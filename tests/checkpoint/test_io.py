@@ -115,3 +115,26 @@ def test_convert_cli_errors_are_one_line(tmp_path, net) -> None:
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["info", str(tmp_path / "good")])
     assert res.exit_code == 0 and "parameters" in res.output
+
+
+def test_training_checkpoint_loads_with_its_architecture(tmp_path) -> None:
+    from medverse.model.config import ModelConfig
+    from medverse.model.network import MedverseNet
+
+    config = ModelConfig(channels=(4, 8), window=16)
+    torch.manual_seed(0)
+    net = MedverseNet(config)
+    checkpoint = {
+        "version": 1,
+        "step": 7,
+        "model": net.state_dict(),
+        "optimizer": {"state": {}, "param_groups": []},
+        "config": {"model": config.to_dict(), "steps": 10},
+    }
+    path = tmp_path / "step_0000007.pt"
+    torch.save(checkpoint, path)
+    loaded = load_model(path)
+    assert loaded.config == config
+    assert "training checkpoint step_0000007.pt (step 7)" in loaded.source
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
