@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class DemoResult:
     out_dir: Path
     metrics: dict[str, dict[str, float]]
     seconds: dict[str, float]
-    files: list[Path] = field(default_factory=list)
+    files: list[Path]
 
 
 def _label_map(masks: dict[str, np.ndarray]) -> np.ndarray:
@@ -91,7 +91,9 @@ def _name(task: str) -> str:
     return task.removesuffix("_aal")
 
 
-def _write_inputs(kit: Any, root: Path, subject_ids: list[str]) -> dict[str, Any]:
+def _write_inputs(
+    kit: Any, root: Path, subject_ids: list[str], labels: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """Target and contexts as files: nnU-Net layout for the masks, file pairs for denoising."""
     from medverse.io.volume import write_volume
 
@@ -107,7 +109,7 @@ def _write_inputs(kit: Any, root: Path, subject_ids: list[str]) -> dict[str, Any
     for sid in context_ids:
         subject = kit.subjects[sid]
         write_volume(seg / "imagesTr" / f"{sid}_0000.nii.gz", subject.image, affine)
-        write_volume(seg / "labelsTr" / f"{sid}.nii.gz", _label_map(subject.masks), affine)
+        write_volume(seg / "labelsTr" / f"{sid}.nii.gz", labels[sid], affine)
         noisy, clean = den / f"{sid}_noisy.nii.gz", den / f"{sid}_clean.nii.gz"
         write_volume(noisy, subject.inputs[_ENHANCEMENT], affine)
         write_volume(clean, subject.clean, affine)
@@ -119,20 +121,21 @@ def _write_inputs(kit: Any, root: Path, subject_ids: list[str]) -> dict[str, Any
             root / "inputs" / "target_noisy.nii.gz", target.inputs[_ENHANCEMENT], affine
         ),
         "reference_labels": write_volume(
-            root / "reference" / "labels.nii.gz", _label_map(target.masks), affine
+            root / "reference" / "labels.nii.gz", labels[target_id], affine
         ),
         "reference_clean": write_volume(root / "reference" / "clean.nii.gz", target.clean, affine),
     }
     return {"paths": paths, "seg_contexts": seg, "den_pairs": pairs}
 
 
-def _figures(kit: Any, target_id: str, prediction: np.ndarray, denoised: np.ndarray) -> dict:
+def _figures(
+    kit: Any, target_id: str, reference: np.ndarray, prediction: np.ndarray, denoised: np.ndarray
+) -> dict:
     from medverse.evaluation.protocol import Example
     from medverse.evaluation.report import example_figure
 
     subject = kit.subjects[target_id]
     tasks = kit.tasks
-    reference = _label_map(subject.masks)
     figures = {}
     for value, task in DEMO_STRUCTURES.items():
         example = Example.from_volumes(
@@ -227,7 +230,8 @@ def run_demo(
         )
     )
     subject_ids = list(kit.subject_ids)
-    written = _write_inputs(kit, root, subject_ids)
+    labels = {sid: _label_map(kit.subjects[sid].masks) for sid in subject_ids}
+    written = _write_inputs(kit, root, subject_ids, labels)
     seconds["build case"] = time.perf_counter() - start
     echo(
         f"case: target {subject_ids[0]} + {config.num_contexts} contexts, grid {config.shape} "
@@ -254,11 +258,10 @@ def run_demo(
     seconds["denoising"] = time.perf_counter() - start
 
     target = kit.subjects[subject_ids[0]]
-    contexts = [kit.subjects[sid] for sid in subject_ids[1:]]
-    reference = _label_map(target.masks)
+    reference = labels[subject_ids[0]]
     metrics: dict[str, dict[str, float]] = {}
     for value, task in DEMO_STRUCTURES.items():
-        mean = np.mean([_label_map(c.masks) == value for c in contexts], axis=0)
+        mean = np.mean([labels[sid] == value for sid in subject_ids[1:]], axis=0)
         metrics[_name(task)] = {
             "dice": dice(segmentation.array == value, reference == value),
             "dice_context_mean": dice(mean > 0.5, reference == value),
@@ -286,8 +289,7 @@ def run_demo(
             )
 
     start = time.perf_counter()
-    result = DemoResult(root, metrics, seconds, files)
-    figures = _figures(kit, subject_ids[0], segmentation.array, denoising.array)
+    figures = _figures(kit, subject_ids[0], reference, segmentation.array, denoising.array)
     for name, data in figures.items():
         atomic_write(root / name, data)
     seconds["figures"] = time.perf_counter() - start
@@ -303,12 +305,8 @@ def run_demo(
         "seconds": seconds,
     }
     atomic_write_text(root / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    files += [*(root / n for n in figures), root / "metrics.json", root / "index.html"]
+    result = DemoResult(root, metrics, seconds, files)
     atomic_write_text(root / "index.html", _html_page(config, result, list(figures)))
-    result.files = [
-        *files,
-        *(root / n for n in figures),
-        root / "metrics.json",
-        root / "index.html",
-    ]
     echo(f"wrote {root / 'index.html'} and NIfTI outputs; total {sum(seconds.values()):.1f} s")
     return result

@@ -53,10 +53,8 @@ from scipy import ndimage
 
 from medverse.data.mni import (
     HEAD_CENTRE_MM,
-    MniSources,
     grid_coordinates,
     load_mni_sources,
-    resample_nearest,
     smoothed_template,
 )
 from medverse.errors import InputError
@@ -141,9 +139,6 @@ KIT_TASKS: dict[str, TaskInfo] = {
         data_range=1.0,
     ),
 }
-
-# Centre of the kit grid in MNI mm (the head with its shell spans about x +-85, y -120..86).
-_GRID_CENTRE_MM = HEAD_CENTRE_MM
 
 
 @dataclass(frozen=True)
@@ -280,14 +275,8 @@ class EvaluationKit:
         return Case(subject_id, task, image, output, self.spacing, self.affine.copy())
 
 
-# ------------------------------------------------------------------------------------- sources
 # The packaged template and atlases are read by medverse.data.mni, shared with training (which
 # builds its own subjects from them with another deformation model and seed namespace).
-
-_Sources = MniSources
-_load_sources = load_mni_sources
-_resample_nearest = resample_nearest
-_grid_coordinates = grid_coordinates
 
 
 #: Field of view of the default kit grid (96 x 112 x 96 voxels of 2 mm), in mm.
@@ -311,7 +300,7 @@ def kit_affine(config: KitConfig) -> np.ndarray:
     """Voxel-to-world (MNI mm, RAS+) affine of the kit grid."""
     affine = np.diag([config.spacing, config.spacing, config.spacing, 1.0])
     half = (np.asarray(config.shape, dtype=np.float64) - 1) / 2
-    affine[:3, 3] = np.asarray(_GRID_CENTRE_MM) - config.spacing * half
+    affine[:3, 3] = np.asarray(HEAD_CENTRE_MM) - config.spacing * half
     return affine
 
 
@@ -365,7 +354,7 @@ def _displacement(points: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
 
 
 def _pullback(points: np.ndarray, params: Mapping[str, Any], rbf_scale: float) -> np.ndarray:
-    centre = np.asarray(_GRID_CENTRE_MM, dtype=np.float64)[:, None]
+    centre = np.asarray(HEAD_CENTRE_MM, dtype=np.float64)[:, None]
     matrix = _rotation(np.asarray(params["rotation_deg"])) @ np.diag(params["scales"])
     moved = matrix @ (points - centre) + centre + np.asarray(params["translation_mm"])[:, None]
     return moved + rbf_scale * _displacement(points, params)
@@ -412,9 +401,6 @@ def _bias_field(
     return np.exp(log_field), params
 
 
-_smoothed_template = smoothed_template
-
-
 def _normalise(volume: np.ndarray) -> np.ndarray:
     volume = np.clip(volume, 0.0, None)
     peak = float(volume.max())
@@ -422,7 +408,7 @@ def _normalise(volume: np.ndarray) -> np.ndarray:
 
 
 def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubject:
-    sources = _load_sources()
+    sources = load_mni_sources()
     rng = _subject_rng(config, index)
     tasks = config.task_names()
     deformation = _draw_deformation(config, rng)
@@ -431,7 +417,7 @@ def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubj
         rbf_scale *= 0.5  # keep the map invertible (no folding)
 
     shape = config.shape
-    points = _grid_coordinates(shape, affine).astype(np.float64)  # kit voxel -> MNI mm
+    points = grid_coordinates(shape, affine).astype(np.float64)  # kit voxel -> MNI mm
     source_points = _pullback(points, deformation, rbf_scale)
     to_index = np.linalg.inv(sources.affine)
     coords = (to_index[:3, :3] @ source_points + to_index[:3, 3:]).astype(np.float32)
@@ -460,7 +446,7 @@ def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubj
         4: float(rng.uniform(0.55, 0.95)),  # scalp
     }
     shell = sample(sources.shell, 0)
-    head = sample(_smoothed_template(config.spacing), 1)
+    head = sample(smoothed_template(config.spacing), 1)
     paint = np.zeros(shape, np.float32)
     for label, value in shell_values.items():
         paint[shell == label] = value

@@ -1042,9 +1042,10 @@ def _run(
                     f"step {done}: loss is {metrics['loss']} (tasks {batch['tasks']}); lower lr "
                     "or enable grad_clip"
                 )
-            out_of_time = time_limit is not None and done < end
-            out_of_time = out_of_time and bool(
-                broadcast_object(time.perf_counter() - started > time_limit, info)
+            out_of_time = (
+                time_limit is not None
+                and done < end
+                and bool(broadcast_object(time.perf_counter() - started > time_limit, info))
             )
             if done % config.checkpoint_every == 0 or done == end or out_of_time:
                 result.checkpoint = _save_checkpoint(
