@@ -82,6 +82,13 @@ def test_real_anatomy_config_loads_and_starts_from_the_bundled_weights() -> None
     assert config.init_weights is not None and Path(config.init_weights).is_file()
 
 
+def test_level1_config_loads_with_its_loss() -> None:
+    config = TrainConfig.from_file(REPO / "configs" / "train_small_level1.yaml")
+    assert config.level1_prob == 1.0
+    assert config.foreground_weight is None and config.dice_weight == 1.0
+    assert config.init_weights is not None and Path(config.init_weights).is_file()
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -92,6 +99,7 @@ def test_real_anatomy_config_loads_and_starts_from_the_bundled_weights() -> None
         ({"lr": -1}, r"lr must be in \(0.0, inf\], got -1"),
         ({"grad_clip": "big"}, "grad_clip must be a finite number"),
         ({"level1_prob": 1.5}, r"level1_prob must be in \[0.0, 1.0\]"),
+        ({"dice_weight": -0.5}, r"dice_weight must be in \[0.0, inf\]"),
         ({"task_weights": {"segmentaton": 1}}, "unknown families"),
         ({"task_weights": {"segmentation": 0}}, "positive sum"),
         ({"model": "medverse-huge"}, "not a registered name"),

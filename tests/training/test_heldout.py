@@ -52,3 +52,18 @@ def test_command_prints_a_table(capsys, tmp_path) -> None:
     out = capsys.readouterr().out
     assert "| family | episodes | metric | model | baseline |" in out
     assert "3 episodes" in out
+
+
+def test_mni_source_builds_template_subjects(capsys, tmp_path) -> None:
+    net = MedverseNet(ModelConfig(channels=(4, 8), window=16))
+    from medverse.checkpoint.io import save_model
+
+    path = save_model(tmp_path / "tiny", net.state_dict(), net.config, source="tiny")
+    main(
+        ["--model", str(path), "--source", "mni", "--episodes", "2", "--contexts", "2"]
+        + ["--shape", "12", "14", "12", "--voxel-mm", "12", "12"]
+        + ["--enhancements", "gaussian_noise", "--threads", "1"]
+    )
+    out = capsys.readouterr().out
+    assert "mni seed 9000, shape [12, 14, 12]" in out
+    assert "2 episodes" in out

@@ -10,6 +10,7 @@ from medverse.training.losses import (
     episode_loss,
     image_smooth_l1,
     mask_smooth_l1,
+    soft_dice,
     spatial_differences,
 )
 
@@ -115,6 +116,34 @@ def test_episode_loss_has_gradients() -> None:
     ).sum().backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
     assert (pred.grad.abs().flatten(1).sum(1) > 0).all()
+
+
+def test_soft_dice_hand_values() -> None:
+    mask = volume([1, 1, 0, 0, 0, 0, 0, 0])
+    assert soft_dice(mask.clone(), mask).item() == pytest.approx(0.0, abs=1e-6)
+    # half the foreground found: Dice 2 * 1 / (1 + 2) = 2/3
+    half = volume([1, 0, 0, 0, 0, 0, 0, 0])
+    assert soft_dice(half, mask).item() == pytest.approx(1 / 3, abs=1e-5)
+    # values outside [0, 1] count as their clamp: 2 -> 1, -1 -> 0
+    assert soft_dice(mask * 3 - 1, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # an empty mask: an empty prediction is right, any foreground is wrong
+    empty = torch.zeros(1, 1, 2, 2, 2)
+    assert soft_dice(empty, empty).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_dice(half, empty).item() > 0.99
+
+
+def test_episode_loss_adds_dice_to_segmentation_only() -> None:
+    mask = volume([1, 1, 0, 0, 0, 0, 0, 0])
+    pred = torch.cat([volume([1, 0, 0, 0, 0, 0, 0, 0])] * 2)
+    reference = torch.cat([mask, mask])
+    families = ["segmentation", "enhancement"]
+    base = episode_loss(pred, reference, families, beta=1.0, foreground_weight=None)
+    with_dice = episode_loss(
+        pred, reference, families, beta=1.0, foreground_weight=None, dice_weight=2.0
+    )
+    assert base[0].item() == pytest.approx(0.5 / 8)  # plain mean: one voxel off by 1
+    assert with_dice[0].item() == pytest.approx(0.5 / 8 + 2 / 3, abs=1e-5)
+    assert with_dice[1].item() == pytest.approx(base[1].item())
 
 
 def test_bad_inputs() -> None:

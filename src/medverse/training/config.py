@@ -242,7 +242,7 @@ class TrainConfig:
         warmup_steps, min_lr_ratio: see ``schedule``.
         grad_clip: clip the global gradient norm (the predecessor used 0.25; METHOD.md §4);
             0 disables.
-        loss_beta, gradient_weight, foreground_weight: loss settings
+        loss_beta, gradient_weight, foreground_weight, dice_weight: loss settings
             (:mod:`medverse.training.losses`).
         amp: ``"auto"`` (bf16 autocast on CUDA, off on CPU), ``"bf16"`` or ``"off"``.
 
@@ -288,6 +288,7 @@ class TrainConfig:
     loss_beta: float = 0.1
     gradient_weight: float = 1.0
     foreground_weight: float | None = 0.5
+    dice_weight: float = 0.0
     amp: str = "auto"
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -387,6 +388,7 @@ class TrainConfig:
         _number(self.grad_clip, "grad_clip", low=0.0)
         _number(self.loss_beta, "loss_beta", low=0.0, open_low=True)
         _number(self.gradient_weight, "gradient_weight", low=0.0)
+        _number(self.dice_weight, "dice_weight", low=0.0)
         if self.foreground_weight is not None:
             _number(self.foreground_weight, "foreground_weight", low=0.0, high=1.0)
         check_option(self.amp, AMP_MODES, "amp")

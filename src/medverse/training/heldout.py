@@ -1,11 +1,14 @@
-"""Held-out synthetic episodes: a model against the model-free baselines on unseen anatomies.
+"""Held-out episodes: a model against the model-free baselines on subjects it never saw.
 
 ``python -m medverse.training.heldout --model medverse-small --seed 9000 [--episodes 32]``
+``python -m medverse.training.heldout --source mni --seed 9000 [--voxel-mm 3.5 4.5]``
 
-Synthetic anatomies, intensity tables and subjects are drawn from ``--seed`` (pick one that no
-training config used: the packaged configs use 0-2 and 100-102), episodes come from the
-validation sampler (no augmentation), and every target is predicted with the full coarse-to-fine
-driver. Printed per family: the model's mean Dice or PSNR, and the baseline's (segmentation: the
+``--source synthetic`` (default): anatomies, intensity tables and subjects are drawn from
+``--seed``. ``--source mni``: training-construction subjects of the packaged template
+(:func:`medverse.data.mni.make_mni_cases`, never the evaluation kit's) from ``--seed``. Pick a
+seed no training config used (the packaged configs use 0-3, 100-102 and 200). Episodes come from
+the validation sampler (no augmentation; ``--enhancements`` restricts the enhancement tasks), and
+every target is predicted with the full coarse-to-fine driver. Printed per family: the model's mean Dice or PSNR, and the baseline's (segmentation: the
 context-mask mean; image tasks: the target input itself, clamped to [0, 1]).
 """
 
@@ -66,35 +69,52 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--model", default="medverse-small")
+    parser.add_argument("--source", choices=("synthetic", "mni"), default="synthetic")
+    parser.add_argument("--voxel-mm", type=float, nargs=2, default=[3.5, 4.5])
+    parser.add_argument("--enhancements", nargs="+", default=None)
     parser.add_argument("--seed", type=int, default=9000)
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--contexts", type=int, default=4)
-    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
+    parser.add_argument("--shape", type=int, nargs=3, default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    source = DataSource(
-        kind="synthetic",
-        num_templates=3,
-        num_subjects=2,
-        num_val_cases=args.contexts + 1,
-        shape=tuple(args.shape),
-        deformation=0.15,
-        seed=args.seed,
-    )
+    if args.source == "mni":  # the whole head; at 3.5 mm one 64^3 window
+        shape = tuple(args.shape or (55, 64, 55))
+        source = DataSource(
+            kind="mni",
+            num_subjects=2,
+            num_val_cases=args.contexts + 1,
+            shape=shape,
+            voxel_mm=tuple(args.voxel_mm),
+            deformation=0.08,
+            seed=args.seed,
+        )
+    else:
+        shape = tuple(args.shape or (64, 64, 64))
+        source = DataSource(
+            kind="synthetic",
+            num_templates=3,
+            num_subjects=2,
+            num_val_cases=args.contexts + 1,
+            shape=shape,
+            deformation=0.15,
+            seed=args.seed,
+        )
     _, held_out = build_datasets([source])
     config = TrainConfig(
         data=(source,),
         num_val_episodes=args.episodes,
         val_num_contexts=args.contexts,
         max_classes=3,
+        enhancements=tuple(args.enhancements) if args.enhancements else None,
         seed=args.seed,
     )
     episodes = validation_episodes(held_out, config)
     net = load_model(args.model)
     scores = heldout_scores(net, episodes)
     print(
-        f"model {args.model} ({net.source}); synthetic seed {args.seed}, shape {args.shape}, "
+        f"model {args.model} ({net.source}); {args.source} seed {args.seed}, shape {list(shape)}, "
         f"{args.contexts} contexts, {len(episodes)} episodes\n"
     )
     print("| family | episodes | metric | model | baseline |")

@@ -504,6 +504,7 @@ def train_step(
     loss_beta: float = 0.1,
     gradient_weight: float = 1.0,
     foreground_weight: float | None = 0.5,
+    dice_weight: float = 0.0,
     info: DistInfo | None = None,
 ) -> dict[str, float]:
     """One optimiser step on a batch of windows (this rank's share of the global batch).
@@ -515,7 +516,7 @@ def train_step(
         grad_clip: clip the global gradient norm to this (0: no clipping).
         context_batch: contexts per mini-batch in the network.
         autocast_dtype: bf16 autocast, or None for float32.
-        loss_beta, gradient_weight, foreground_weight: loss settings.
+        loss_beta, gradient_weight, foreground_weight, dice_weight: loss settings.
         info: rank and world size, to average the logged losses over ranks.
 
     Returns:
@@ -545,6 +546,7 @@ def train_step(
         beta=loss_beta,
         gradient_weight=gradient_weight,
         foreground_weight=foreground_weight,
+        dice_weight=dice_weight,
     )
     loss = losses.mean()
     optimizer.zero_grad(set_to_none=True)
@@ -1023,6 +1025,7 @@ def _run(
                 loss_beta=config.loss_beta,
                 gradient_weight=config.gradient_weight,
                 foreground_weight=config.foreground_weight,
+                dice_weight=config.dice_weight,
                 info=info,
             )
             scheduler.step()
