@@ -8,8 +8,9 @@
 (:func:`medverse.data.mni.make_mni_cases`, never the evaluation kit's) from ``--seed``. Pick a
 seed no training config used (the packaged configs use 0-3, 100-102 and 200). Episodes come from
 the validation sampler (no augmentation; ``--enhancements`` restricts the enhancement tasks), and
-every target is predicted with the full coarse-to-fine driver. Printed per family: the model's mean Dice or PSNR, and the baseline's (segmentation: the
-context-mask mean; image tasks: the target input itself, clamped to [0, 1]).
+every target is predicted with the full coarse-to-fine driver. Printed per family: the model's
+mean Dice or PSNR, and the baseline's (segmentation: the context-mask mean; image tasks: the
+target input itself, clamped to [0, 1]).
 """
 
 from __future__ import annotations
@@ -81,26 +82,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.source == "mni":  # the whole head; at 3.5 mm one 64^3 window
         shape = tuple(args.shape or (55, 64, 55))
-        source = DataSource(
-            kind="mni",
-            num_subjects=2,
-            num_val_cases=args.contexts + 1,
-            shape=shape,
-            voxel_mm=tuple(args.voxel_mm),
-            deformation=0.08,
-            seed=args.seed,
-        )
+        options = dict(voxel_mm=tuple(args.voxel_mm), deformation=0.08)
     else:
         shape = tuple(args.shape or (64, 64, 64))
-        source = DataSource(
-            kind="synthetic",
-            num_templates=3,
-            num_subjects=2,
-            num_val_cases=args.contexts + 1,
-            shape=shape,
-            deformation=0.15,
-            seed=args.seed,
-        )
+        options = dict(num_templates=3, deformation=0.15)
+    source = DataSource(
+        kind=args.source,
+        num_subjects=2,
+        num_val_cases=args.contexts + 1,
+        shape=shape,
+        seed=args.seed,
+        **options,
+    )
     _, held_out = build_datasets([source])
     config = TrainConfig(
         data=(source,),
