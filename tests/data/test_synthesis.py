@@ -23,6 +23,7 @@ from medverse.data.synthesis import (
     SaltAndPepper,
     default_enhancements,
     draw_anatomy,
+    enhancement_ops,
     make_label_map,
     make_subject,
     perlin_noise,
@@ -158,6 +159,37 @@ def test_random_op_draws_a_replayable_deterministic_op(name: str) -> None:
     assert degraded.dtype == np.float32 and degraded.shape == SHAPE
     assert not np.allclose(degraded, image)
     json.dumps(dataclasses.asdict(op))  # parameters are plain numbers, recordable in episodes
+
+
+def test_enhancement_ops_take_names_or_parameter_ranges() -> None:
+    assert sorted(enhancement_ops(None)) == sorted(default_enhancements())
+    assert list(enhancement_ops(["bias_field", "gaussian_noise"])) == [
+        "bias_field",
+        "gaussian_noise",
+    ]
+    ops = enhancement_ops({"gaussian_noise": {"std": [0.01, 0.02]}, "bias_field": None})
+    assert ops["bias_field"].coefficients == default_enhancements()["bias_field"].coefficients
+    rng = np.random.default_rng(0)
+    stds = [ops["gaussian_noise"].draw(rng).std for _ in range(50)]
+    assert 0.01 <= min(stds) and max(stds) <= 0.02  # the default range is 0.03-0.2
+    assert enhancement_ops({"super_resolution": {"factor": 3, "axes": [2]}})[
+        "super_resolution"
+    ].draw(rng) == LowResolution(axis=2, factor=3.0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (["denoise"], "unknown enhancement task 'denoise'"),
+        ({"gaussian_noise": {"sigma": 0.1}}, r"unknown parameters \['sigma'\]; it takes \['std'\]"),
+        ({"gaussian_noise": {"std": [0.2, 0.1]}}, "std must be"),
+        ({"bias_field": {"coefficients": "strong"}}, "invalid parameters"),
+        ([], "at least one"),
+    ],
+)
+def test_enhancement_ops_reject_bad_specs(spec, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        enhancement_ops(spec)
 
 
 @pytest.mark.parametrize("std", [0.05, 0.2])

@@ -33,7 +33,7 @@ def rich_config() -> TrainConfig:
         ],
         num_contexts=3,
         task_weights={"segmentation": 1.0},
-        enhancements=["gaussian_noise"],
+        enhancements={"gaussian_noise": {"std": [0.01, 0.1]}, "bias_field": None},
         betas=[0.8, 0.99],
         ar_source="mixed",
         out_dir="runs/x",
@@ -51,6 +51,7 @@ def test_round_trip(tmp_path: Path, fmt: str) -> None:
     path = config.save(tmp_path / f"run.{fmt}")
     assert TrainConfig.from_file(path) == config
     assert json.loads(json.dumps(config.to_dict())) == config.to_dict()  # JSON-ready
+    assert again.enhancements == {"gaussian_noise": {"std": [0.01, 0.1]}, "bias_field": {}}
 
 
 def test_relative_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
@@ -115,6 +116,9 @@ def test_level1_config_loads_with_its_loss() -> None:
         ({"data": [{"num_subjects": 1}]}, "num_subjects must be an integer >= 2"),
         ({"data": [{"colour": 1}]}, r"data\[0\]: unknown keys 'colour'"),
         ({"schedule": "linear"}, "schedule must be one of"),
+        ({"enhancements": ["denoise"]}, "unknown enhancement task 'denoise'"),
+        ({"enhancements": {"bias_field": {"order": 0}}}, "bias field order must be >= 1"),
+        ({"enhancements": {"gaussian_noise": 0.1}}, "must be a mapping of parameter ranges"),
         ({"device": "tpu"}, "device must be one of"),
     ],
 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
+from medverse.errors import InputError
 from medverse.evaluation.metrics import dice, psnr
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
@@ -67,3 +69,19 @@ def test_mni_source_builds_template_subjects(capsys, tmp_path) -> None:
     out = capsys.readouterr().out
     assert "mni seed 9000, shape [12, 14, 12]" in out
     assert "2 episodes" in out
+
+
+def test_families_and_config_ranges_select_the_episodes(capsys, tmp_path) -> None:
+    net = MedverseNet(ModelConfig(channels=(4, 8), window=16))
+    from medverse.checkpoint.io import save_model
+
+    path = save_model(tmp_path / "tiny", net.state_dict(), net.config, source="tiny")
+    config = tmp_path / "train.yaml"
+    config.write_text("enhancements:\n  gaussian_noise: {std: 0.05}\n  bias_field: null\n")
+    args = ["--model", str(path), "--episodes", "2", "--contexts", "2", "--shape", "16", "16", "16"]
+    main(args + ["--families", "enhancement", "--config", str(config)])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "episodes" not in line]
+    assert len(rows) == 1 and rows[0].startswith("| enhancement | 2 |")
+    with pytest.raises(InputError, match="enhancements has no \\['inpainting'\\]"):
+        main(args + ["--config", str(config), "--enhancements", "inpainting"])

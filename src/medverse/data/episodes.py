@@ -38,6 +38,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ from .augment import (
     window_start,
 )
 from .datasets import Case, DatasetMix
-from .synthesis import _minmax, _RandomOp, default_enhancements
+from .synthesis import _minmax, _RandomOp, enhancement_ops
 
 __all__ = [
     "DEFAULT_TASK_WEIGHTS",
@@ -189,8 +190,9 @@ class EpisodeSampler:
         resize_prob: see ``window_mode``.
         task_weights: family -> weight (missing families get 0); default
             :data:`DEFAULT_TASK_WEIGHTS`. Renormalised over the families a dataset supports.
-        enhancements: enhancement name -> ``Random*`` op, or a list of names of
-            :func:`~medverse.data.synthesis.default_enhancements`; default all five.
+        enhancements: enhancement name -> ``Random*`` op; or what
+            :func:`~medverse.data.synthesis.enhancement_ops` takes (a list of names, or name ->
+            parameter ranges); default all five with their default ranges.
         max_classes: segmentation tasks merge ``1..max_classes`` classes (paper: 1-5).
         foreground_crop_prob: in crop mode, probability of centring the window on a random
             foreground voxel of the target (mask, or intensity above 10 % of its range) so most
@@ -603,18 +605,11 @@ def _parse_task_weights(weights: Mapping[str, float] | None) -> dict[str, float]
 
 
 def _parse_enhancements(
-    value: Mapping[str, _RandomOp] | Sequence[str] | None,
+    value: Mapping[str, _RandomOp | Mapping[str, Any] | None] | Sequence[str] | None,
 ) -> dict[str, _RandomOp]:
-    defaults = default_enhancements()
-    if value is None:
-        return defaults
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and all(isinstance(v, _RandomOp) for v in value.values()):
         return dict(value)
-    if isinstance(value, str):
-        value = [value]
-    for name in value:
-        check_option(name, sorted(defaults), "enhancement task")
-    return {name: defaults[name] for name in value}
+    return enhancement_ops(value)
 
 
 def _plain(value):

@@ -19,12 +19,13 @@ Enhancement operations expect a single 3-D volume ``(X, Y, Z)`` already scaled t
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import nibabel as nib
 import numpy as np
@@ -51,8 +52,10 @@ __all__ = [
     "SaltAndPepper",
     "StructureSpec",
     "SyntheticSubject",
+    "RANDOM_ENHANCEMENTS",
     "default_enhancements",
     "draw_anatomy",
+    "enhancement_ops",
     "draw_intensity_table",
     "make_label_map",
     "make_subject",
@@ -899,15 +902,62 @@ ENHANCEMENT_OPS: dict[str, type] = {
 }
 
 
+#: The enhancement tasks of training: name -> ``Random*`` class (keyword arguments = its ranges).
+RANDOM_ENHANCEMENTS: dict[str, type[_RandomOp]] = {
+    "gaussian_noise": RandomGaussianNoise,
+    "salt_and_pepper": RandomSaltAndPepper,
+    "bias_field": RandomBiasField,
+    "inpainting": RandomInpainting,
+    "super_resolution": RandomLowResolution,
+}
+
+
 def default_enhancements() -> dict[str, _RandomOp]:
     """The enhancement tasks of training with their default parameter ranges."""
-    return {
-        "gaussian_noise": RandomGaussianNoise(),
-        "salt_and_pepper": RandomSaltAndPepper(),
-        "bias_field": RandomBiasField(),
-        "inpainting": RandomInpainting(),
-        "super_resolution": RandomLowResolution(),
-    }
+    return {name: cls() for name, cls in RANDOM_ENHANCEMENTS.items()}
+
+
+def enhancement_ops(
+    spec: Mapping[str, Mapping[str, Any] | None] | Sequence[str] | None,
+) -> dict[str, _RandomOp]:
+    """``Random*`` operations from names, or from names with parameter ranges.
+
+    Args:
+        spec: ``None`` (all five, default ranges); a list of names; or a mapping name ->
+            keyword arguments of its ``Random*`` class (``None`` or ``{}`` = defaults), e.g.
+            ``{"gaussian_noise": {"std": [0.01, 0.1]}, "bias_field": {"coefficients": 0.1}}``.
+
+    Raises:
+        InputError: an unknown name or parameter, or an invalid range.
+    """
+    if spec is None:
+        return default_enhancements()
+    if isinstance(spec, str):
+        spec = [spec]
+    items = spec.items() if isinstance(spec, Mapping) else ((name, None) for name in spec)
+    ops: dict[str, _RandomOp] = {}
+    for name, params in items:
+        if name not in RANDOM_ENHANCEMENTS:
+            raise InputError(
+                f"unknown enhancement task {name!r}; choose from {sorted(RANDOM_ENHANCEMENTS)}"
+            )
+        cls = RANDOM_ENHANCEMENTS[name]
+        params = dict(params or {})
+        allowed = sorted(inspect.signature(cls).parameters)
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise InputError(
+                f"enhancement {name!r}: unknown parameters {unknown}; it takes {allowed}"
+            )
+        try:
+            ops[name] = cls(**params)
+        except (TypeError, ValueError) as error:
+            raise InputError(
+                f"enhancement {name!r}: invalid parameters {params}: {error}"
+            ) from error
+    if not ops:
+        raise InputError("enhancements must name at least one task")
+    return ops
 
 
 def _shape3(shape: Sequence[int]) -> Shape3:

@@ -199,6 +199,25 @@ class DataSource:
         return cls(**dict(data))
 
 
+def _enhancements(value: Any) -> tuple[str, ...] | dict[str, dict[str, Any]]:
+    """Names, or name -> parameter ranges; checked by building the operations once."""
+    from medverse.data.synthesis import enhancement_ops
+
+    if isinstance(value, str):
+        parsed: tuple[str, ...] | dict[str, dict[str, Any]] = (value,)
+    elif isinstance(value, Mapping):
+        for name, params in value.items():
+            if params is not None and not isinstance(params, Mapping):
+                raise InputError(
+                    f"enhancements[{name!r}] must be a mapping of parameter ranges, got {params!r}"
+                )
+        parsed = {str(name): dict(params or {}) for name, params in value.items()}
+    else:
+        parsed = tuple(str(e) for e in value)
+    enhancement_ops(parsed)
+    return parsed
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; validated on construction.
@@ -220,7 +239,10 @@ class TrainConfig:
             flow through the last mini-batch only, METHOD.md §2.2); None = all at once.
         task_weights: family -> weight among segmentation/transformation/enhancement.
         max_classes: segmentation tasks merge 1..max_classes labels.
-        enhancements: names of the synthesised degradations to use (default all).
+        enhancements: the synthesised degradations (default all five, default ranges): a list of
+            names, or name -> parameter ranges of its ``Random*`` class, e.g.
+            ``{gaussian_noise: {std: [0.01, 0.1]}, bias_field: {coefficients: [0.02, 0.2]}}``
+            (:func:`medverse.data.synthesis.enhancement_ops`).
         augment: spatial and intensity augmentation.
         foreground_crop_prob: fine-level windows are centred on the target's foreground with this
             probability.
@@ -270,7 +292,7 @@ class TrainConfig:
         default_factory=lambda: {"segmentation": 0.5, "transformation": 0.25, "enhancement": 0.25}
     )
     max_classes: int = 5
-    enhancements: tuple[str, ...] | None = None
+    enhancements: tuple[str, ...] | dict[str, dict[str, Any]] | None = None
     augment: bool = True
     foreground_crop_prob: float = 0.8
     level1_prob: float = 0.5
@@ -367,7 +389,7 @@ class TrainConfig:
         object.__setattr__(self, "task_weights", {f: float(weights.get(f, 0.0)) for f in FAMILIES})
         _positive_int(self.max_classes, "max_classes")
         if self.enhancements is not None:
-            object.__setattr__(self, "enhancements", tuple(str(e) for e in self.enhancements))
+            object.__setattr__(self, "enhancements", _enhancements(self.enhancements))
         _number(self.foreground_crop_prob, "foreground_crop_prob", low=0.0, high=1.0)
         # coarse to fine
         _number(self.level1_prob, "level1_prob", low=0.0, high=1.0)

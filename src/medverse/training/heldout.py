@@ -7,7 +7,8 @@
 ``--seed``. ``--source mni``: training-construction subjects of the packaged template
 (:func:`medverse.data.mni.make_mni_cases`, never the evaluation kit's) from ``--seed``. Pick a
 seed no training config used (the packaged configs use 0-3, 100-102 and 200). Episodes come from
-the validation sampler (no augmentation; ``--enhancements`` restricts the enhancement tasks), and
+the validation sampler (no augmentation; ``--enhancements`` restricts the enhancement tasks,
+``--config`` takes them and their parameter ranges from a training config), and
 every target is predicted with the full coarse-to-fine driver. Printed per family: the model's
 mean Dice or PSNR, and the baseline's (segmentation: the context-mask mean; image tasks: the
 target input itself, clamped to [0, 1]).
@@ -61,6 +62,22 @@ def heldout_scores(net: torch.nn.Module, episodes: Sequence) -> dict[str, dict[s
     }
 
 
+def _enhancements(config_path: str | None, names: Sequence[str] | None):
+    """Enhancement spec for the episodes: a config's (ranges included), restricted to names."""
+    from medverse.errors import InputError
+    from medverse.training.config import TrainConfig
+
+    spec = TrainConfig.from_file(config_path).enhancements if config_path else None
+    if not names:
+        return spec
+    if isinstance(spec, dict):
+        missing = sorted(set(names) - set(spec))
+        if missing:
+            raise InputError(f"{config_path}: enhancements has no {missing}; it has {sorted(spec)}")
+        return {name: spec[name] for name in names}
+    return tuple(names)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from medverse.checkpoint.registry import load_model
     from medverse.training.config import DataSource, TrainConfig
@@ -73,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--source", choices=("synthetic", "mni"), default="synthetic")
     parser.add_argument("--voxel-mm", type=float, nargs=2, default=[3.5, 4.5])
     parser.add_argument("--enhancements", nargs="+", default=None)
+    parser.add_argument(
+        "--families", nargs="+", default=None, help="only these task families (equal weights)"
+    )
+    parser.add_argument("--config", default=None, help="take enhancements from this train config")
     parser.add_argument("--seed", type=int, default=9000)
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--contexts", type=int, default=4)
@@ -100,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         num_val_episodes=args.episodes,
         val_num_contexts=args.contexts,
         max_classes=3,
-        enhancements=tuple(args.enhancements) if args.enhancements else None,
+        **({"task_weights": dict.fromkeys(args.families, 1.0)} if args.families else {}),
+        enhancements=_enhancements(args.config, args.enhancements),
         seed=args.seed,
     )
     episodes = validation_episodes(held_out, config)

@@ -313,7 +313,7 @@ def _sampler(datasets: list, config: TrainConfig, num_contexts: int, *, seed: in
         num_contexts=num_contexts,
         window=None,
         task_weights=config.task_weights,
-        enhancements=list(config.enhancements) if config.enhancements is not None else None,
+        enhancements=config.enhancements,
         max_classes=config.max_classes,
         augment=augment,
         seed=seed,
