@@ -90,6 +90,15 @@ def test_level1_config_loads_with_its_loss() -> None:
     assert config.init_weights is not None and Path(config.init_weights).is_file()
 
 
+def test_enhance_config_loads_with_its_ranges() -> None:
+    config = TrainConfig.from_file(REPO / "configs" / "train_small_enhance.yaml")
+    assert config.enhancements == {
+        "gaussian_noise": {"std": [0.01, 0.12]},
+        "bias_field": {"coefficients": [0.03, 0.3]},
+    }
+    assert config.task_weights["enhancement"] == 0.5 and config.level1_prob == 1.0
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

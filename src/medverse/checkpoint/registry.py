@@ -143,7 +143,7 @@ register_model(
         "medverse-small",
         ModelConfig(channels=(8, 16, 32, 64, 128), window=64),
         "medverse-small.safetensors",
-        "CPU-sized Medverse (channels 8..128, 64^3 windows); 1360 CPU steps on synthetic and "
+        "CPU-sized Medverse (channels 8..128, 64^3 windows); 2360 CPU steps on synthetic and "
         "MNI-template episodes, for 3.5-4.5 mm whole-head volumes (see weights/MODEL_CARD.md)",
     )
 )
