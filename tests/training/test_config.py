@@ -73,6 +73,8 @@ def test_packaged_small_config_loads() -> None:
 def test_gpu_continuation_config_loads() -> None:
     config = TrainConfig.from_file(REPO / "configs" / "train_small_gpu.yaml")
     assert config.device == "cuda" and config.amp == "auto"
+    assert config.enhancements is not None and len(config.enhancements) == 5
+    assert config.enhancements["gaussian_noise"] == {"std": [0.01, 0.2]}
     assert config.init_weights is not None and Path(config.init_weights).is_file()
 
 
