@@ -39,6 +39,7 @@ from medverse.types import PathLike, Shape3
 
 __all__ = [
     "ENHANCEMENT_OPS",
+    "RANDOM_ENHANCEMENTS",
     "Anatomy",
     "BiasField",
     "GaussianNoise",
@@ -52,11 +53,10 @@ __all__ = [
     "SaltAndPepper",
     "StructureSpec",
     "SyntheticSubject",
-    "RANDOM_ENHANCEMENTS",
     "default_enhancements",
     "draw_anatomy",
-    "enhancement_ops",
     "draw_intensity_table",
+    "enhancement_ops",
     "make_label_map",
     "make_subject",
     "perlin_noise",
@@ -940,6 +940,10 @@ def enhancement_ops(
         if name not in RANDOM_ENHANCEMENTS:
             raise InputError(
                 f"unknown enhancement task {name!r}; choose from {sorted(RANDOM_ENHANCEMENTS)}"
+            )
+        if params is not None and not isinstance(params, Mapping):
+            raise InputError(
+                f"enhancements[{name!r}] must be a mapping of parameter ranges, got {params!r}"
             )
         cls = RANDOM_ENHANCEMENTS[name]
         params = dict(params or {})

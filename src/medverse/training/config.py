@@ -203,19 +203,12 @@ def _enhancements(value: Any) -> tuple[str, ...] | dict[str, dict[str, Any]]:
     """Names, or name -> parameter ranges; checked by building the operations once."""
     from medverse.data.synthesis import enhancement_ops
 
+    enhancement_ops(value)
     if isinstance(value, str):
-        parsed: tuple[str, ...] | dict[str, dict[str, Any]] = (value,)
-    elif isinstance(value, Mapping):
-        for name, params in value.items():
-            if params is not None and not isinstance(params, Mapping):
-                raise InputError(
-                    f"enhancements[{name!r}] must be a mapping of parameter ranges, got {params!r}"
-                )
-        parsed = {str(name): dict(params or {}) for name, params in value.items()}
-    else:
-        parsed = tuple(str(e) for e in value)
-    enhancement_ops(parsed)
-    return parsed
+        return (value,)
+    if isinstance(value, Mapping):
+        return {str(name): dict(params or {}) for name, params in value.items()}
+    return tuple(str(e) for e in value)
 
 
 @dataclass(frozen=True)
