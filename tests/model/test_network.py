@@ -102,3 +102,30 @@ def test_window_not_fixed_at_construction(tiny_config: ModelConfig) -> None:
         t, ci, co, _, _ = _inputs(window, 1)
         with torch.no_grad():
             assert net(t, ci, co).shape[-1] == window
+
+
+def test_input_skip_starts_as_the_same_function_and_then_copies(tiny_config: ModelConfig) -> None:
+    plain = _scaled(MedverseNet(tiny_config))
+    skip_config = ModelConfig(channels=tiny_config.channels, window=16, input_skip=True)
+    skipped = MedverseNet(skip_config).eval()
+    result = skipped.load_state_dict(plain.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert sorted(result.missing_keys) == [
+        "target_decoder.output_block.gate.bias",
+        "target_decoder.output_block.gate.weight",
+    ]
+    t, ci, co, _, _ = _inputs(16, 2)
+    with torch.no_grad():
+        assert torch.equal(skipped(t, ci, co), plain(t, ci, co))  # zero gate: same function
+        skipped.target_decoder.output_block.gate.bias.fill_(1.0)
+        assert torch.allclose(skipped(t, ci, co), t, atol=1e-6)  # gate 1: the input itself
+        skipped.target_decoder.output_block.gate.bias.fill_(0.25)
+        expected = 0.75 * plain(t, ci, co) + 0.25 * t
+        assert torch.allclose(skipped(t, ci, co), expected, atol=1e-6)
+
+
+def test_released_architecture_has_no_input_skip() -> None:
+    keys = MedverseNet(ModelConfig(channels=(4, 8, 16), window=16)).state_dict()
+    assert not any(".gate." in k for k in keys)
+    with pytest.raises(Exception, match="input_skip"):
+        ModelConfig(channels=(4, 8, 16), window=16, input_skip="yes")  # type: ignore[arg-type]

@@ -32,6 +32,12 @@ class ModelConfig:
             ``2**(len(channels)-1) * bam_patches`` works; the released model used 128).
         token_layout: ``"strided"`` (released code, needed by released weights) or
             ``"contiguous"`` (the paper's description).
+        input_skip: not in the released architecture (False for it). True blends the target
+            into the output per voxel, ``y = h + gate(f) * (target - h)`` with ``h`` the head's
+            output and ``gate`` a zero-initialised 1x1x1 conv of the last decoder features
+            ``f``: a context-dependent "keep the input" path (~1 for mild enhancement, ~brain
+            mask for skull stripping, ~0 for segmentation). Zero-initialised, it leaves a
+            network's function unchanged, so it can be added to trained weights.
 
     Example:
         >>> ModelConfig(channels=(8, 16, 32, 64, 128), window=64).window
@@ -44,9 +50,12 @@ class ModelConfig:
     bam_width: int = 66
     window: int = 128
     token_layout: str = "strided"
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if not isinstance(self.input_skip, bool):
+            raise InputError(f"input_skip must be true or false, got {self.input_skip!r}")
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
             raise InputError(f"channels must list at least 2 positive widths, got {self.channels}")
         if self.convs_per_stage < 1:
@@ -83,6 +92,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; fields a file lacks take their defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

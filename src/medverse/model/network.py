@@ -34,15 +34,30 @@ class ResidualStage(nn.Module):
 
 
 class OutputBlock(nn.Module):
-    """ResidualUnit(C0) then a 1x1x1 conv to one channel; no final activation."""
+    """ResidualUnit(C0) then a 1x1x1 conv to one channel; no final activation.
 
-    def __init__(self, channels: int, num_convs: int) -> None:
+    With ``input_skip`` (not in the released model) a second, zero-initialised 1x1x1 conv of the
+    same features blends the target image into the output, per voxel:
+    ``h + gate(f) * (x - h)`` with ``h = head(f)`` (gate 0: the head alone, 1: the input).
+    """
+
+    def __init__(self, channels: int, num_convs: int, *, input_skip: bool = False) -> None:
         super().__init__()
         self.res = ResidualUnit(channels, num_convs)
         self.head = conv1x1(channels, 1)
+        self.gate = conv1x1(channels, 1) if input_skip else None
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.res(x))
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.res(x)
+        out = self.head(f)
+        if self.gate is not None:
+            if image is None:
+                raise ValueError("this network has an input skip: pass the target image")
+            out = out + self.gate(f) * (image - out)
+        return out
 
 
 def _fusion(cfg: ModelConfig, channels: int, *, attention_first: bool) -> FusionBlock:
@@ -142,7 +157,7 @@ class TargetDecoder(nn.Module):
         self.enc_blocks = nn.ModuleList([_fusion(cfg, rev[0], attention_first=True)])
         self.upsample_blocks = nn.ModuleList(UpsampleMerge(a, b) for a, b in zip(rev[:-1], rev[1:]))
         self.dec_blocks = nn.ModuleList(_fusion(cfg, c, attention_first=True) for c in rev[1:])
-        self.output_block = OutputBlock(rev[-1], cfg.convs_per_stage)
+        self.output_block = OutputBlock(rev[-1], cfg.convs_per_stage, input_skip=cfg.input_skip)
 
     @property
     def fusion_blocks(self) -> list[FusionBlock]:
@@ -154,13 +169,17 @@ class TargetDecoder(nn.Module):
         target_features: list[torch.Tensor],
         context_key_values: list[KeyValues],
         query_position: torch.Tensor,
+        image: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``target_features`` from the encoder, per-level context keys/values → ``(B, 1, ...)``."""
+        """``target_features`` from the encoder, per-level context keys/values → ``(B, 1, ...)``.
+
+        ``image`` (the target window) is needed only by a network with an input skip.
+        """
         t = self.enc_blocks[0](target_features[-1], context_key_values[0], query_position)
         skips = target_features[-2::-1]
         for i, (up, block) in enumerate(zip(self.upsample_blocks, self.dec_blocks)):
             t = block(up(t, skips[i]), context_key_values[i + 1], query_position)
-        return self.output_block(t)
+        return self.output_block(t, image)
 
 
 @dataclass
@@ -170,10 +189,12 @@ class TargetState:
     Attributes:
         features: target-encoder features, finest first, then the bottleneck.
         key_values: keys/values of the target for each context-U-Net encoder fusion.
+        image: the target window itself (read by the input skip, when the network has one).
     """
 
     features: list[torch.Tensor]
     key_values: list[KeyValues]
+    image: torch.Tensor
 
 
 class MedverseNet(nn.Module):
@@ -226,7 +247,7 @@ class MedverseNet(nn.Module):
         position = self._position("target")
         blocks = self.context_unet.enc_blocks[:-1]
         key_values = [blk.key_values(f, position) for blk, f in zip(blocks, features)]
-        return TargetState(features, key_values)
+        return TargetState(features, key_values, target)
 
     def encode_contexts(
         self,
@@ -296,7 +317,9 @@ class MedverseNet(nn.Module):
                 keys = torch.cat([keys, ar_keys], dim=1)
                 values = torch.cat([values, ar_values], dim=1)
             key_values.append((keys, values))
-        return self.target_decoder(state.features, key_values, self._position("target"))
+        return self.target_decoder(
+            state.features, key_values, self._position("target"), state.image
+        )
 
     def forward(
         self,

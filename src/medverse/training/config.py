@@ -55,6 +55,18 @@ LEVEL_RULES = ("medverse", "released")
 FAMILIES = ("segmentation", "transformation", "enhancement")
 
 
+def _lr_scales(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping) or not value:
+        raise InputError(f"lr_scales must map parameter-name prefixes to numbers, got {value!r}")
+    out = {}
+    for prefix, scale in value.items():
+        if not isinstance(prefix, str) or not prefix:
+            raise InputError(f"lr_scales: a prefix must be a non-empty string, got {prefix!r}")
+        _number(scale, f"lr_scales[{prefix!r}]", low=0.0, open_low=True)
+        out[prefix] = float(scale)
+    return out
+
+
 def _check_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
@@ -252,6 +264,13 @@ class TrainConfig:
     Optimisation:
         steps: total optimiser steps (also the LR schedule's length).
         lr, weight_decay, betas: AdamW.
+        lr_scales: parameter-name prefix -> LR multiplier (e.g.
+            ``{target_decoder.output_block.gate: 50}``: a freshly added, zero-initialised input
+            skip has to move by ~1 while Adam moves each weight by ~lr per step). Every prefix
+            must name at least one parameter.
+        trainable: parameter-name prefixes to train; all others are frozen (no gradient, no
+            update; a step then costs little more than a forward pass when only late layers
+            train). None trains everything.
         schedule: ``"cosine"`` (linear warm-up then cosine to ``min_lr_ratio * lr``) or
             ``"constant"`` (warm-up then flat).
         warmup_steps, min_lr_ratio: see ``schedule``.
@@ -296,6 +315,8 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
+    lr_scales: Mapping[str, float] | None = None
+    trainable: tuple[str, ...] | None = None
     schedule: str = "cosine"
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
@@ -397,6 +418,15 @@ class TrainConfig:
         if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
             raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        if self.lr_scales is not None:
+            object.__setattr__(self, "lr_scales", _lr_scales(self.lr_scales))
+        if self.trainable is not None:
+            names = self.trainable
+            if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+                raise InputError(f"trainable must list parameter-name prefixes, got {names!r}")
+            if not all(isinstance(n, str) and n for n in names):
+                raise InputError(f"trainable: prefixes must be non-empty strings, got {names!r}")
+            object.__setattr__(self, "trainable", tuple(names))
         check_option(self.schedule, SCHEDULES, "schedule")
         _positive_int(self.warmup_steps, "warmup_steps", minimum=0)
         _number(self.min_lr_ratio, "min_lr_ratio", low=0.0, high=1.0)

@@ -35,7 +35,7 @@ import random
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -425,33 +425,73 @@ class StepBuilder:
 
 
 def build_model(config: TrainConfig) -> MedverseNet:
-    """The network: random init from the seed, or ``init_weights``."""
+    """The network: random init from the seed, or ``init_weights``; ``trainable`` applied."""
+    net = _initial_model(config)
+    if config.trainable:
+        matched = set()
+        for name, param in net.named_parameters():
+            hit = [p for p in config.trainable if name.startswith(p)]
+            matched.update(hit)
+            param.requires_grad_(bool(hit) and param.requires_grad)
+        unused = sorted(set(config.trainable) - matched)
+        if unused:
+            raise InputError(f"trainable: no parameter name starts with {unused}")
+    return net
+
+
+def _initial_model(config: TrainConfig) -> MedverseNet:
     model_config = config.model_config
     if config.init_weights:
         from medverse.checkpoint.registry import load_model
 
         net = load_model(config.init_weights)
-        if net.config.to_dict() != model_config.to_dict():
-            raise InputError(
-                f"init_weights '{config.init_weights}' has architecture {net.config.to_dict()}, "
-                f"the config asks for {model_config.to_dict()}"
-            )
-        return net.train()
+        if net.config == model_config:
+            return net.train()
+        if model_config.input_skip and net.config == replace(model_config, input_skip=False):
+            return _add_input_skip(net, model_config).train()
+        raise InputError(
+            f"init_weights '{config.init_weights}' has architecture {net.config.to_dict()}, "
+            f"the config asks for {model_config.to_dict()}"
+        )
     torch.manual_seed(config.seed)
     return MedverseNet(model_config).train()
 
 
+def _add_input_skip(net: MedverseNet, model_config: ModelConfig) -> MedverseNet:
+    """``net``'s weights in ``model_config``'s architecture, which adds a zero-initialised input
+    skip: the same function, plus the gate's parameters to train."""
+    grown = MedverseNet(model_config)
+    result = grown.load_state_dict(net.state_dict(), strict=False)
+    assert not result.unexpected_keys and all(".gate." in k for k in result.missing_keys)
+    return grown
+
+
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for _, param in sorted(model.named_parameters()):
+    """AdamW; matrices decay, vectors do not; ``lr_scales`` prefixes get groups of their own
+    (after the two plain groups, so ``param_groups[0]`` carries the base LR)."""
+    scales = dict(config.lr_scales or {})
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    used = set()
+    for name, param in sorted(model.named_parameters()):
         if not param.requires_grad:
             continue
-        (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        prefix = next((p for p in scales if name.startswith(p)), None)
+        used.add(prefix)
+        key = (scales[prefix] if prefix else 1.0, param.ndim >= 2)
+        groups.setdefault(key, []).append(param)
+    unused = sorted(set(scales) - used)
+    if unused:
+        raise InputError(f"lr_scales: no parameter name starts with {unused}")
+    order = [(1.0, True), (1.0, False)] + sorted(k for k in groups if k[0] != 1.0)
+    param_groups = [
+        {
+            "params": groups.get(key, []),
+            "lr": config.lr * key[0],
+            "weight_decay": config.weight_decay if key[1] else 0.0,
+        }
+        for key in order
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
