@@ -106,8 +106,15 @@ def test_image_task_raw_and_ensemble(case, model_dir, tmp_path) -> None:
         unc,
     )
     assert code == 0, text
-    assert "image:" in text and "draws 2" in text
+    assert "image:" in text and "draws 2" in text and "calibrated [" in text
     assert out.is_file() and unc.is_file()
+    plain = tmp_path / "plain.nii.gz"
+    code, text = run(
+        "--model", model_dir, "--target", case["t"], "-c", case["a"], case["b"],
+        "-c", case["b"], case["a"], "--output", plain, "--task", "image", "--no-calibrate",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "calibrated" not in text and plain.is_file()
 
 
 def test_context_on_other_grid_is_resampled_and_reported(case, model_dir, tmp_path) -> None:

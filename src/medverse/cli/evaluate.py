@@ -41,6 +41,11 @@ def evaluate(
         8, "--num-draws", "-n", help="Context draws per target (paper: 8)."
     ),
     seed: int = typer.Option(0, help="Protocol seed; every draw's seed is derived and recorded."),
+    calibrate: bool = typer.Option(
+        True,
+        "--calibrate/--no-calibrate",
+        help="Image tasks: in-context calibration of the model's output (as medverse predict).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score medverse and baselines on held-out targets: k contexts x n seeded draws."""
@@ -77,7 +82,7 @@ def evaluate(
 
             net = load_model(model)
             model_hash = net.weights_sha256 or net.source
-            chosen = {"medverse": ModelMethod(net), **chosen}
+            chosen = {"medverse": ModelMethod(net, calibrate=calibrate), **chosen}
     if not chosen:
         raise InputError("no method left to run")
     dataset = (

@@ -230,6 +230,13 @@ def info(
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the ensemble draws.")
 @click.option(
+    "--calibrate/--no-calibrate",
+    default=True,
+    show_default=True,
+    help="Image tasks: fit how to combine output and target on leave-one-out predictions "
+    "of the contexts (one extra run per context, up to 4).",
+)
+@click.option(
     "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
 )
 @click.option(
@@ -267,6 +274,7 @@ def predict(
     contexts_per_draw: int | None,
     uncertainty: Path | None,
     seed: int,
+    calibrate: bool,
     device: str,
     context_batch: int,
     sw_batch_size: int,
@@ -322,6 +330,7 @@ def predict(
         ensemble=ensemble,
         contexts_per_draw=contexts_per_draw,
         seed=seed,
+        calibrate=calibrate,
     )
     for note in result.summary["alignment"]:
         click.echo(note, err=True)
@@ -332,7 +341,8 @@ def predict(
     click.echo(
         f"{result.task}: levels {s['levels']} {s['plan']}, windows {'+'.join(map(str, s['windows']))}, "
         f"contexts {s['contexts']}, classes {s['classes']}, draws {s['draws']}, "
-        f"{s['seconds']:.1f} s, peak memory {s['peak_memory_gib']:.2f} GiB -> {', '.join(map(str, written))}"
+        + (f"calibrated {s['calibration']['weights']}, " if s.get("calibration") else "")
+        + f"{s['seconds']:.1f} s, peak memory {s['peak_memory_gib']:.2f} GiB -> {', '.join(map(str, written))}"
     )
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from medverse.inference.calibration import fit_calibration, mean_bounds
 from medverse.inference.driver import InferenceConfig, run_inference
-from medverse.io.context import normalize_intensity, output_range
+from medverse.io.context import normalize_intensity, relative_bounds
 from medverse.model.network import MedverseNet
 
 __all__ = ["ModelMethod"]
@@ -20,14 +21,26 @@ class ModelMethod:
 
     Contexts arrive on the target grid (the protocol's contract). Images are min-max normalised;
     segmentation returns the raw map (the protocol thresholds it at 0.5); image tasks return the
-    output rescaled to the range the contexts imply (:func:`~medverse.io.context.output_range`).
+    output rescaled to the range the contexts imply (:func:`~medverse.io.context.output_range`),
+    with ``calibrate`` (default, as in ``medverse predict``) after the in-context calibration of
+    :mod:`medverse.inference.calibration`.
     """
 
     task_families = ("segmentation", "transformation", "enhancement")
 
-    def __init__(self, net: MedverseNet, config: InferenceConfig | None = None) -> None:
+    def __init__(
+        self, net: MedverseNet, config: InferenceConfig | None = None, *, calibrate: bool = True
+    ) -> None:
         self.net = net.eval()
         self.config = config or InferenceConfig(sw_batch_size=2)
+        self.calibrate = calibrate
+
+    def _predict(self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        """Normalised ``(1, X, Y, Z)`` target and ``(L, 1, ...)`` pairs -> ``(1, X, Y, Z)``."""
+        t, ci, co = (
+            torch.from_numpy(np.ascontiguousarray(a))[None] for a in (target, images, outputs)
+        )
+        return run_inference(self.net, t, ci, co, self.config).output[0].numpy()
 
     def __call__(
         self,
@@ -39,17 +52,22 @@ class ModelMethod:
         task_family: str = "segmentation",
     ) -> np.ndarray:
         segmentation = task_family == "segmentation"
-        tgt = torch.from_numpy(normalize_intensity(target_image))[None, None]
-        cin = torch.from_numpy(np.stack([normalize_intensity(c) for c in context_images]))[
-            None, :, None
-        ]
+        tgt = normalize_intensity(target_image)[None]
+        images = np.stack([normalize_intensity(c) for c in context_images])[:, None]
         outs = [
             (o > 0.5).astype(np.float32) if segmentation else normalize_intensity(o)
             for o in context_outputs
         ]
-        cout = torch.from_numpy(np.stack(outs))[None, :, None]
-        raw = run_inference(self.net, tgt, cin, cout, self.config).output[0, 0].numpy()
+        outputs = np.stack(outs)[:, None]
+        raw = self._predict(tgt, images, outputs)[0]
         if segmentation:
             return raw
-        lo, hi = output_range(target_image, context_images, context_outputs)
-        return (raw * (hi - lo) + lo).astype(np.float32)
+        bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs)]
+        target_bounds = mean_bounds(bounds)
+        if self.calibrate and len(bounds) >= 2:
+            calibration = fit_calibration(self._predict, images, outputs, bounds)
+            units = calibration.apply(raw, tgt[0], target_bounds)
+        else:
+            units = target_bounds[0] + raw * (target_bounds[1] - target_bounds[0])
+        low, high = float(np.min(target_image)), float(np.max(target_image))
+        return (low + units * (high - low)).astype(np.float32)

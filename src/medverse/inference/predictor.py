@@ -5,7 +5,9 @@ default), normalise every volume to [0, 1] (optional percentile clipping first),
 coarse-to-fine driver once per ensemble draw with one output channel per class (the target
 encoder is shared by all classes), then combine: segmentation = argmax over classes against a
 0.5 background threshold; image tasks = the output rescaled to the intensity range that the
-contexts imply for the target (:func:`~medverse.io.context.output_range`).
+contexts imply for the target (each aligned context's output range relative to its input's)
+and, by default, combined with the target as leave-one-out predictions of the contexts say
+(:mod:`medverse.inference.calibration`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError
+from medverse.inference.calibration import fit_calibration, mean_bounds
 from medverse.inference.driver import InferenceConfig, run_inference
-from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, output_range
+from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, relative_bounds
 from medverse.io.context_set import Context
 from medverse.io.volume import Volume, read_volume, write_volume
 from medverse.model.network import MedverseNet
@@ -151,6 +154,7 @@ class Predictor:
         contexts_per_draw: int | None = None,
         seed: int = 0,
         classes: Sequence[int] | None = None,
+        calibrate: bool = True,
     ) -> Prediction:
         """Predict the output of the contexts' task for ``target``.
 
@@ -171,6 +175,10 @@ class Predictor:
             contexts_per_draw: contexts per draw (default: all).
             seed: seed of the subset draws.
             classes: label values to predict (default: every label present in the contexts).
+            calibrate: image tasks with 2+ contexts: combine the network's output with the
+                target as the contexts say, fitted on leave-one-out predictions of up to 4
+                contexts (:mod:`medverse.inference.calibration`; one extra network run each).
+                The coefficients are in ``summary["calibration"]``. Segmentation ignores it.
 
         Returns:
             :class:`Prediction`.
@@ -203,14 +211,20 @@ class Predictor:
                 f"contexts_per_draw must be in 1..{len(context)}, got {contexts_per_draw}"
             )
 
-        images, outputs, notes = self._prepare_contexts(
+        images, outputs, notes, bounds = self._prepare_contexts(
             target, context, align, resample, clip_percentiles, labels
         )
         tgt = normalize_intensity(target.array, clip_percentiles=clip_percentiles, name=target.name)
         draws = self._draws(len(context), ensemble, contexts_per_draw, seed)
         results, summary = (
             [],
-            {"levels": 0, "windows": [], "contexts": len(context), "draws": len(draws)},
+            {
+                "levels": 0,
+                "windows": [],
+                "contexts": len(context),
+                "draws": len(draws),
+                "calibration": None,
+            },
         )
         for subset, flip in draws:
             raw, info = self._run(tgt, images[subset], outputs[subset], flip)
@@ -225,12 +239,9 @@ class Predictor:
             lut = np.array(labels, dtype=np.int32)
             array = np.where(raw.max(axis=0) > 0.5, lut[best], 0).astype(np.int32)
         else:
-            lo, hi = output_range(
-                target.array,
-                [pair.image.array for pair in context.pairs],
-                [pair.output.array for pair in context.pairs],
+            array, summary["calibration"] = self._image_output(
+                target, bounds, tgt, images, outputs, raw[0], calibrate
             )
-            array = (raw[0] * (hi - lo) + lo).astype(np.float32)
         summary.update(
             seconds=time.perf_counter() - start,
             peak_memory_gib=peak_memory_gib(),
@@ -242,6 +253,32 @@ class Predictor:
         )
 
     # -- helpers ------------------------------------------------------------------------------
+    def _image_output(
+        self,
+        target: Volume,
+        bounds: list[tuple[float, float]],
+        tgt: np.ndarray,
+        images: np.ndarray,
+        outputs: np.ndarray,
+        raw: np.ndarray,
+        calibrate: bool,
+    ) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """The image task's output in the target's intensities, and the calibration (or None)."""
+        target_bounds = mean_bounds(bounds)
+        fitted = None
+        if calibrate and len(bounds) >= 2:
+
+            def predict(t: np.ndarray, ci: np.ndarray, co: np.ndarray) -> np.ndarray:
+                return self._run(t[0], ci, co, ())[0]
+
+            calibration = fit_calibration(predict, images, outputs, bounds)
+            fitted = calibration.to_dict()
+            units = calibration.apply(raw, tgt, target_bounds)
+        else:
+            units = target_bounds[0] + raw * (target_bounds[1] - target_bounds[0])
+        low, high = float(np.min(target.array)), float(np.max(target.array))
+        return (low + units * (high - low)).astype(np.float32), fitted
+
     def _prepare_contexts(
         self,
         target: Volume,
@@ -250,13 +287,14 @@ class Predictor:
         resample: bool,
         clip: tuple[float, float] | None,
         labels: tuple[int, ...],
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Contexts on the target grid: images ``(L, 1, X, Y, Z)``, outputs ``(L, K, X, Y, Z)``."""
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[float, float]]]:
+        """Contexts on the target grid: images ``(L, 1, X, Y, Z)``, outputs ``(L, K, X, Y, Z)``,
+        alignment notes, and (image tasks) each aligned pair's :func:`relative_bounds`."""
         segmentation = context.task == "segmentation"
         num_out = len(labels) if segmentation else 1
         images = np.empty((len(context), 1, *target.shape), np.float32)
         outputs = np.empty((len(context), num_out, *target.shape), np.float32)
-        notes = []
+        notes, bounds = [], []
         for i, pair in enumerate(context):
             if not resample:
                 for vol in (pair.image, pair.output):
@@ -273,7 +311,8 @@ class Predictor:
                 outputs[i, 0] = normalize_intensity(
                     output, clip_percentiles=clip, name=pair.output.name
                 )
-        return images, outputs, notes
+                bounds.append(relative_bounds(image, output))
+        return images, outputs, notes, bounds
 
     @staticmethod
     def _draws(

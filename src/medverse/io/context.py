@@ -69,6 +69,7 @@ __all__ = [
     "align_to_target",
     "normalize_intensity",
     "output_range",
+    "relative_bounds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,15 +209,24 @@ def output_range(
         >>> output_range(np.array([-0.4, 2.4]), [noisy], [clean])
         (0.0, 2.0)
     """
-    lows, highs = [], []
-    for image, output in zip(context_images, context_outputs, strict=True):
-        low, high = float(np.min(image)), float(np.max(image))
-        span = max(high - low, 1e-8)
-        lows.append((float(np.min(output)) - low) / span)
-        highs.append((float(np.max(output)) - low) / span)
+    bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs, strict=True)]
     low, high = float(np.min(target)), float(np.max(target))
     span = high - low
-    return low + float(np.mean(lows)) * span, low + float(np.mean(highs)) * span
+    rel_low = float(np.mean([b[0] for b in bounds]))
+    rel_high = float(np.mean([b[1] for b in bounds]))
+    return low + rel_low * span, low + rel_high * span
+
+
+def relative_bounds(image: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """Where ``output``'s minimum and maximum lie in ``image``'s min-max units.
+
+    Example:
+        >>> [round(b, 3) for b in relative_bounds(np.array([-0.2, 1.2]), np.array([0.0, 1.0]))]
+        [0.143, 0.857]
+    """
+    low, high = float(np.min(image)), float(np.max(image))
+    span = max(high - low, 1e-8)
+    return (float(np.min(output)) - low) / span, (float(np.max(output)) - low) / span
 
 
 def _check_percentiles(clip_percentiles: Sequence[float]) -> tuple[float, float]:
