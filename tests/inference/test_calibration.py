@@ -87,3 +87,29 @@ def test_predictor_on_a_copy_task_returns_the_target(tmp_path: Path) -> None:
     assert calibrated.summary["calibration"]["weights"][1] == pytest.approx(1.0, abs=0.02)
     assert plain.summary["calibration"] is None
     assert all(p.read_bytes() == data for p, data in before.items())
+
+
+def test_model_method_calibrates_image_tasks_only() -> None:
+    from medverse.evaluation.model_method import ModelMethod
+
+    torch.manual_seed(0)
+    net = MedverseNet(ModelConfig(channels=(2, 4, 4), window=16))
+    rng = np.random.default_rng(4)
+    images = [(rng.random((14, 12, 10)) * 80 + 5).astype(np.float32) for _ in range(4)]
+    target, contexts = images[0], images[1:]
+    span = float(target.max() - target.min())
+    copy = ModelMethod(net)(
+        target, contexts, contexts, spacing=(1, 1, 1), task_family="enhancement"
+    )
+    plain = ModelMethod(net, calibrate=False)(
+        target, contexts, contexts, spacing=(1, 1, 1), task_family="enhancement"
+    )
+    assert copy.shape == target.shape and copy.dtype == np.float32
+    assert np.abs(copy - target).max() < 0.02 * span
+    assert np.abs(plain - target).mean() > 0.05 * span
+    masks = [(c > 45).astype(np.float32) for c in contexts]
+    seg = ModelMethod(net)(target, contexts, masks, spacing=(1, 1, 1), task_family="segmentation")
+    seg_plain = ModelMethod(net, calibrate=False)(
+        target, contexts, masks, spacing=(1, 1, 1), task_family="segmentation"
+    )
+    assert np.array_equal(seg, seg_plain)  # segmentation is never calibrated
