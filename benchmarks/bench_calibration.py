@@ -1,0 +1,74 @@
+"""Cost of the in-context calibration of image outputs: seconds and peak memory, on and off.
+
+Usage: python benchmarks/bench_calibration.py [--model medverse-small] [--sizes 64 128]
+    [--contexts 2 4 8] [--threads 2]
+
+Each row runs in a fresh process: ``Predictor.predict`` on a random image task (target and
+contexts on one grid, ``align="physical"``) with ``calibrate`` off, then on. Calibration predicts
+up to 4 contexts from the others, so it costs up to 4 extra coarse-to-fine runs, each with one
+context fewer than the target's run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from _measure import in_subprocess
+
+CODE = """
+import time, json, numpy as np, torch
+torch.set_num_threads({threads})
+from medverse.checkpoint.registry import get_spec, load_model
+from medverse.inference.predictor import Predictor
+from medverse.io.context_set import Context, ContextPair
+from medverse.io.volume import Volume
+spec = get_spec({model!r})
+net = load_model({model!r}, pretrained=spec.weights is not None)
+rng = np.random.default_rng(0)
+shape = ({size},) * 3
+vol = lambda: Volume(rng.random(shape, dtype=np.float32), np.eye(4))
+target = vol()
+context = Context([ContextPair(vol(), vol(), output_kind="image") for _ in range({contexts})], "image")
+predictor = Predictor(net)
+start = time.perf_counter()
+predictor.predict(target, context, align="physical", calibrate={calibrate})
+_result = json.dumps(dict(seconds=time.perf_counter() - start))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="medverse-small")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--contexts", nargs="+", type=int, default=[2, 4, 8])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, cpu, {args.threads} threads, model {args.model}\n")
+    print("| volume | contexts | off: s | on: s | ratio | off: peak RSS GiB | on: peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        for num in args.contexts:
+            runs = [
+                in_subprocess(
+                    CODE.format(
+                        model=args.model,
+                        size=size,
+                        contexts=num,
+                        threads=args.threads,
+                        calibrate=flag,
+                    )
+                )
+                for flag in (False, True)
+            ]
+            off, on = runs
+            print(
+                f"| {size}^3 | {num} | {off['seconds']:.1f} | {on['seconds']:.1f} | "
+                f"{on['seconds'] / off['seconds']:.2f} | {off['peak_rss_gib']:.2f} | "
+                f"{on['peak_rss_gib']:.2f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
