@@ -19,6 +19,7 @@ remaining contexts. Segmentation is never calibrated (its output is thresholded)
 
 Example:
     >>> import numpy as np
+    >>> from medverse.io.context import relative_bounds
     >>> rng = np.random.default_rng(0)
     >>> clean = [rng.random((8, 8, 8)).astype(np.float32) for _ in range(3)]
     >>> noisy = [c + 0.1 * rng.standard_normal(c.shape).astype(np.float32) for c in clean]
@@ -38,9 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medverse.io.context import relative_bounds
-
-__all__ = ["Calibration", "fit_calibration", "relative_bounds", "MAX_CONTEXTS"]
+__all__ = ["Calibration", "fit_calibration", "mean_bounds", "MAX_CONTEXTS"]
 
 MAX_CONTEXTS = 4
 """Default number of contexts predicted leave-one-out (each costs one network run)."""
