@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -18,3 +19,17 @@ def in_subprocess(code: str) -> dict:
         [sys.executable, "-c", wrapper], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def volume_args(doc: str, *, sizes: list[int], contexts: list[int]) -> argparse.Namespace:
+    """``--model --sizes --contexts --threads`` of the whole-volume benchmarks; prints the header."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--model", default="medverse-small")
+    parser.add_argument("--sizes", nargs="+", type=int, default=sizes)
+    parser.add_argument("--contexts", nargs="+", type=int, default=contexts)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, cpu, {args.threads} threads, model {args.model}\n")
+    return args

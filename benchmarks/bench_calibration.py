@@ -11,10 +11,7 @@ context fewer than the target's run.
 
 from __future__ import annotations
 
-import argparse
-
-import torch
-from _measure import in_subprocess
+from _measure import in_subprocess, volume_args
 
 CODE = """
 import time, json, numpy as np, torch
@@ -38,18 +35,12 @@ _result = json.dumps(dict(seconds=time.perf_counter() - start))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="medverse-small")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
-    parser.add_argument("--contexts", nargs="+", type=int, default=[2, 4, 8])
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, cpu, {args.threads} threads, model {args.model}\n")
+    args = volume_args(__doc__, sizes=[64, 128], contexts=[2, 4, 8])
     print("| volume | contexts | off: s | on: s | ratio | off: peak RSS GiB | on: peak RSS GiB |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for num in args.contexts:
-            runs = [
+            off, on = (
                 in_subprocess(
                     CODE.format(
                         model=args.model,
@@ -60,8 +51,7 @@ def main() -> None:
                     )
                 )
                 for flag in (False, True)
-            ]
-            off, on = runs
+            )
             print(
                 f"| {size}^3 | {num} | {off['seconds']:.1f} | {on['seconds']:.1f} | "
                 f"{on['seconds'] / off['seconds']:.2f} | {off['peak_rss_gib']:.2f} | "

@@ -10,10 +10,7 @@ model ships none (time and memory do not depend on the weight values).
 
 from __future__ import annotations
 
-import argparse
-
-import torch
-from _measure import in_subprocess
+from _measure import in_subprocess, volume_args
 
 CODE = """
 import time, torch, json
@@ -32,13 +29,7 @@ _result = json.dumps(dict(seconds=sec, levels=res.plan.num_levels, windows=res.n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="medverse-small")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[128, 192, 256])
-    parser.add_argument("--contexts", nargs="+", type=int, default=[1, 4, 8])
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, cpu, {args.threads} threads, model {args.model}\n")
+    args = volume_args(__doc__, sizes=[128, 192, 256], contexts=[1, 4, 8])
     print("| volume | contexts | levels | windows per level | seconds | peak RSS GiB |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medverse.inference.calibration import fit_calibration, mean_bounds
+from medverse.inference.calibration import image_output
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.io.context import normalize_intensity, relative_bounds
 from medverse.model.network import MedverseNet
@@ -63,11 +63,14 @@ class ModelMethod:
         if segmentation:
             return raw
         bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs)]
-        target_bounds = mean_bounds(bounds)
-        if self.calibrate and len(bounds) >= 2:
-            calibration = fit_calibration(self._predict, images, outputs, bounds)
-            units = calibration.apply(raw, tgt[0], target_bounds)
-        else:
-            units = target_bounds[0] + raw * (target_bounds[1] - target_bounds[0])
-        low, high = float(np.min(target_image)), float(np.max(target_image))
-        return (low + units * (high - low)).astype(np.float32)
+        array, _ = image_output(
+            self._predict,
+            raw,
+            target_image,
+            tgt[0],
+            images,
+            outputs,
+            bounds,
+            calibrate=self.calibrate,
+        )
+        return array

@@ -39,7 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Calibration", "fit_calibration", "mean_bounds", "MAX_CONTEXTS"]
+from medverse.io.context import mean_bounds
+
+__all__ = ["Calibration", "fit_calibration", "image_output", "MAX_CONTEXTS"]
 
 MAX_CONTEXTS = 4
 """Default number of contexts predicted leave-one-out (each costs one network run)."""
@@ -86,12 +88,6 @@ class Calibration:
             "rmse_before": round(self.rmse_before, 6),
             "rmse_after": round(self.rmse_after, 6),
         }
-
-
-def mean_bounds(bounds: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """Average relative output bounds (what :func:`~medverse.io.context.output_range` applies)."""
-    arr = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
-    return float(arr[:, 0].mean()), float(arr[:, 1].mean())
 
 
 def fit_calibration(
@@ -147,3 +143,42 @@ def fit_calibration(
     return Calibration(
         (float(weights[0]), float(weights[1]), float(weights[2])), used, rmse(prior), rmse(weights)
     )
+
+
+def image_output(
+    predict: Predict,
+    raw: np.ndarray,
+    target: np.ndarray,
+    target_normalised: np.ndarray,
+    images: np.ndarray,
+    outputs: np.ndarray,
+    bounds: Sequence[tuple[float, float]],
+    *,
+    calibrate: bool = True,
+) -> tuple[np.ndarray, Calibration | None]:
+    """An image task's output in the target's intensities.
+
+    The network's normalised ``raw`` output goes to the contexts' mean relative range of the
+    target; with ``calibrate`` and 2+ contexts, through :func:`fit_calibration` first.
+
+    Args:
+        predict: runs the network (see :data:`Predict`; used only to calibrate).
+        raw: the network's normalised output for the target, ``(X, Y, Z)``.
+        target: the target's intensities (its min and max set the scale).
+        target_normalised: the target as the network saw it, ``(X, Y, Z)``.
+        images, outputs: ``(L, 1, X, Y, Z)`` normalised context pairs on the target grid.
+        bounds: per context, :func:`~medverse.io.context.relative_bounds` of its raw pair.
+        calibrate: fit and apply the calibration when there are 2+ contexts.
+
+    Returns:
+        ``(output float32, the Calibration or None)``.
+    """
+    target_bounds = mean_bounds(bounds)
+    calibration = None
+    if calibrate and len(bounds) >= 2:
+        calibration = fit_calibration(predict, images, outputs, bounds)
+        units = calibration.apply(raw, target_normalised, target_bounds)
+    else:
+        units = target_bounds[0] + raw * (target_bounds[1] - target_bounds[0])
+    low, high = float(np.min(target)), float(np.max(target))
+    return (low + units * (high - low)).astype(np.float32), calibration

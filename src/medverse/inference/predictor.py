@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError
-from medverse.inference.calibration import fit_calibration, mean_bounds
+from medverse.inference.calibration import image_output
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, relative_bounds
 from medverse.io.context_set import Context
@@ -239,9 +239,14 @@ class Predictor:
             lut = np.array(labels, dtype=np.int32)
             array = np.where(raw.max(axis=0) > 0.5, lut[best], 0).astype(np.int32)
         else:
-            array, summary["calibration"] = self._image_output(
-                target, bounds, tgt, images, outputs, raw[0], calibrate
+
+            def predict(t: np.ndarray, ci: np.ndarray, co: np.ndarray) -> np.ndarray:
+                return self._run(t[0], ci, co, ())[0]
+
+            array, calibration = image_output(
+                predict, raw[0], target.array, tgt, images, outputs, bounds, calibrate=calibrate
             )
+            summary["calibration"] = calibration.to_dict() if calibration else None
         summary.update(
             seconds=time.perf_counter() - start,
             peak_memory_gib=peak_memory_gib(),
@@ -253,32 +258,6 @@ class Predictor:
         )
 
     # -- helpers ------------------------------------------------------------------------------
-    def _image_output(
-        self,
-        target: Volume,
-        bounds: list[tuple[float, float]],
-        tgt: np.ndarray,
-        images: np.ndarray,
-        outputs: np.ndarray,
-        raw: np.ndarray,
-        calibrate: bool,
-    ) -> tuple[np.ndarray, dict[str, Any] | None]:
-        """The image task's output in the target's intensities, and the calibration (or None)."""
-        target_bounds = mean_bounds(bounds)
-        fitted = None
-        if calibrate and len(bounds) >= 2:
-
-            def predict(t: np.ndarray, ci: np.ndarray, co: np.ndarray) -> np.ndarray:
-                return self._run(t[0], ci, co, ())[0]
-
-            calibration = fit_calibration(predict, images, outputs, bounds)
-            fitted = calibration.to_dict()
-            units = calibration.apply(raw, tgt, target_bounds)
-        else:
-            units = target_bounds[0] + raw * (target_bounds[1] - target_bounds[0])
-        low, high = float(np.min(target.array)), float(np.max(target.array))
-        return (low + units * (high - low)).astype(np.float32), fitted
-
     def _prepare_contexts(
         self,
         target: Volume,

@@ -70,6 +70,7 @@ __all__ = [
     "normalize_intensity",
     "output_range",
     "relative_bounds",
+    "mean_bounds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,10 +211,9 @@ def output_range(
         (0.0, 2.0)
     """
     bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs, strict=True)]
+    rel_low, rel_high = mean_bounds(bounds)
     low, high = float(np.min(target)), float(np.max(target))
     span = high - low
-    rel_low = float(np.mean([b[0] for b in bounds]))
-    rel_high = float(np.mean([b[1] for b in bounds]))
     return low + rel_low * span, low + rel_high * span
 
 
@@ -227,6 +227,17 @@ def relative_bounds(image: np.ndarray, output: np.ndarray) -> tuple[float, float
     low, high = float(np.min(image)), float(np.max(image))
     span = max(high - low, 1e-8)
     return (float(np.min(output)) - low) / span, (float(np.max(output)) - low) / span
+
+
+def mean_bounds(bounds: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The average of several contexts' :func:`relative_bounds` (what a target's output gets).
+
+    Example:
+        >>> mean_bounds([(0.0, 1.0), (0.2, 0.6)])
+        (0.1, 0.8)
+    """
+    arr = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
+    return float(arr[:, 0].mean()), float(arr[:, 1].mean())
 
 
 def _check_percentiles(clip_percentiles: Sequence[float]) -> tuple[float, float]:

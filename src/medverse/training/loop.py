@@ -428,15 +428,21 @@ def build_model(config: TrainConfig) -> MedverseNet:
     """The network: random init from the seed, or ``init_weights``; ``trainable`` applied."""
     net = _initial_model(config)
     if config.trainable:
-        matched = set()
+        names = [name for name, _ in net.named_parameters()]
+        prefixes = _prefix_of(names, config.trainable, "trainable")
         for name, param in net.named_parameters():
-            hit = [p for p in config.trainable if name.startswith(p)]
-            matched.update(hit)
-            param.requires_grad_(bool(hit) and param.requires_grad)
-        unused = sorted(set(config.trainable) - matched)
-        if unused:
-            raise InputError(f"trainable: no parameter name starts with {unused}")
+            param.requires_grad_(prefixes[name] is not None and param.requires_grad)
     return net
+
+
+def _prefix_of(names: Sequence[str], prefixes: Sequence[str], field: str) -> dict[str, str | None]:
+    """Parameter name -> the first of ``prefixes`` it starts with (or None); every prefix must
+    match one of ``names`` (InputError naming ``field`` otherwise)."""
+    found = {name: next((p for p in prefixes if name.startswith(p)), None) for name in names}
+    unused = sorted(set(prefixes) - set(found.values()))
+    if unused:
+        raise InputError(f"{field}: no parameter name starts with {unused}")
+    return found
 
 
 def _initial_model(config: TrainConfig) -> MedverseNet:
@@ -470,18 +476,13 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; matrices decay, vectors do not; ``lr_scales`` prefixes get groups of their own
     (after the two plain groups, so ``param_groups[0]`` carries the base LR)."""
     scales = dict(config.lr_scales or {})
+    params = [(n, p) for n, p in sorted(model.named_parameters()) if p.requires_grad]
+    prefixes = _prefix_of([n for n, _ in params], list(scales), "lr_scales")
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
-    used = set()
-    for name, param in sorted(model.named_parameters()):
-        if not param.requires_grad:
-            continue
-        prefix = next((p for p in scales if name.startswith(p)), None)
-        used.add(prefix)
+    for name, param in params:
+        prefix = prefixes[name]
         key = (scales[prefix] if prefix else 1.0, param.ndim >= 2)
         groups.setdefault(key, []).append(param)
-    unused = sorted(set(scales) - used)
-    if unused:
-        raise InputError(f"lr_scales: no parameter name starts with {unused}")
     order = [(1.0, True), (1.0, False)] + sorted(k for k in groups if k[0] != 1.0)
     param_groups = [
         {
