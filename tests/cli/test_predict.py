@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from typer.testing import CliRunner
 
 from medverse.checkpoint.io import save_model
-from medverse.cli.main import predict
+from medverse.cli.main import app
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 
@@ -55,7 +55,7 @@ def case(tmp_path) -> dict[str, Path]:
 
 
 def run(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(predict, ["--no-progress", *map(str, args)])
+    res = CliRunner().invoke(app, ["predict", "--no-progress", *map(str, args)])
     return res.exit_code, res.output
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from typer.testing import CliRunner as TyperRunner
+from typer.testing import CliRunner
 
 from medverse.checkpoint.registry import get_spec
-from medverse.cli.main import app, predict
+from medverse.cli.main import app
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [
@@ -39,7 +38,7 @@ def test_readme_quick_start_runs_the_demo(tmp_path) -> None:
     args = _args(block, "demo")
     out_index = args.index("--output") + 1
     args[out_index] = str(tmp_path / args[out_index])
-    res = TyperRunner().invoke(app, ["demo", *args])
+    res = CliRunner().invoke(app, ["demo", *args])
     assert res.exit_code == 0, res.output
     summary = json.loads((Path(args[out_index]) / "metrics.json").read_text())
     assert summary["config"]["num_contexts"] == 4 and summary["config"]["shape"] == [55, 64, 55]
@@ -52,7 +51,7 @@ def test_readme_bundled_example_predict(tmp_path, monkeypatch) -> None:
     assert "examples/synthetic/target.nii.gz" in args
     out_index = args.index("--output") + 1
     args[out_index] = str(tmp_path / Path(args[out_index]).name)
-    res = CliRunner().invoke(predict, ["--no-progress", *args])
+    res = CliRunner().invoke(app, ["predict", "--no-progress", *args])
     assert res.exit_code == 0, res.output
     pred = nib.load(args[out_index])
     target = nib.load(ROOT / "examples/synthetic/target.nii.gz")

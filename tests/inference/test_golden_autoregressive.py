@@ -11,9 +11,9 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from typer.testing import CliRunner
 
-from medverse.cli.main import app, predict
+from medverse.cli.main import app
 from tests.conftest import GOLDEN, GOLDEN_WEIGHTS, needs_reference
 
 pytestmark = [pytest.mark.golden, pytest.mark.slow, needs_reference()]
@@ -21,9 +21,7 @@ TOL = 1e-4
 
 
 def test_cli_reproduces_released_pipeline(tmp_path) -> None:
-    import typer.testing
-
-    runner = typer.testing.CliRunner()
+    runner = CliRunner()
     res = runner.invoke(app, ["convert", str(GOLDEN_WEIGHTS), str(tmp_path / "weights")])
     assert res.exit_code == 0, res.output
     raw = np.load(GOLDEN / "autoregressive_200_inputs.npz")
@@ -45,7 +43,7 @@ def test_cli_reproduces_released_pipeline(tmp_path) -> None:
         args += ["--context", str(tmp_path / f"i{i}.nii.gz"), str(tmp_path / f"o{i}.nii.gz")]
     out = tmp_path / "y.nii.gz"
     args += ["--output", str(out), "--raw", "--compat", "released", "--no-progress"]
-    res = CliRunner().invoke(predict, args)
+    res = runner.invoke(app, ["predict", *args])
     assert res.exit_code == 0, res.output
     assert "windows 1+8" in res.output
     y = nib.load(out).get_fdata(dtype=np.float32)

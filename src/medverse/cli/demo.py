@@ -25,6 +25,10 @@ def demo(
 
     The case is built from the MNI template and AAL3 inside the installed packages (no download).
     Writes NIfTI outputs, triplanar PNGs, metrics.json and index.html into OUTPUT.
+
+    \b
+    Example:
+      medverse demo --output medverse_demo
     """
     from medverse.demo import DemoConfig, run_demo
     from medverse.errors import InputError

@@ -48,7 +48,12 @@ def evaluate(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Score medverse and baselines on held-out targets: k contexts x n seeded draws."""
+    """Score medverse and baselines on held-out targets: k contexts x n seeded draws.
+
+    \b
+    Example:
+      medverse evaluate --out report/ --model medverse-small --spacing 3.5
+    """
     from medverse.errors import InputError
     from medverse.evaluation import (
         KitConfig,

@@ -1,7 +1,10 @@
 """The ``medverse`` command line: predict, convert, info, train, evaluate, demo.
 
 Heavy imports live inside the commands so that ``--help`` stays fast. Every expected failure
-(bad input, bad checkpoint, too little memory) is one message on stderr and exit code 1.
+(bad input, bad checkpoint, too little memory) is one message on stderr and exit code 1; every
+usage error (unknown or missing option) is click's usage line + ``Error: ...`` and exit code 2.
+All commands are Typer commands: typer >= 0.2x vendors its own click, so a plain click command
+mixed into the app would not have its exceptions handled.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(
     name="medverse",
@@ -22,12 +26,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click formatting: usage errors are "Usage: ..." + "Error: ..." with exit code 2 and
+    # help is the same on every typer version and terminal.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {message}", err=True)
     raise SystemExit(code)
 
 
@@ -77,7 +85,12 @@ def convert(
     window: int = typer.Option(None, help="Window edge to record (released: 128)."),
     half: bool = typer.Option(False, help="Store float16 (half the size)."),
 ) -> None:
-    """Convert the authors' released checkpoint (or a bare state dict) to medverse format."""
+    """Convert the authors' released checkpoint (or a bare state dict) to medverse format.
+
+    \b
+    Example:
+      medverse convert medverse.ckpt medverse_base/
+    """
     from medverse.checkpoint.io import load_network, read_weights, save_model, sha256_file
 
     weights = read_weights(src, window=window)
@@ -103,7 +116,12 @@ def info(
         None, help="Registered name or path to weights; omit to list the registered models."
     ),
 ) -> None:
-    """Show a model's configuration, parameter count and source; alone, list the registry."""
+    """Show a model's configuration, parameter count and source; alone, list the registry.
+
+    \b
+    Example:
+      medverse info medverse-base
+    """
     import json
 
     from medverse.checkpoint.registry import get_spec, list_models, load_model
@@ -142,146 +160,142 @@ def info(
         typer.echo(f"registered: {', '.join(list_models())}")
 
 
-@click.command("predict", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--target",
-    "-t",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Target volume (NIfTI, NRRD, MHA/MHD or a DICOM folder).",
-)
-@click.option(
-    "--output",
-    "-o",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output file (.nii.gz, .nrrd, .mha...).",
-)
-@click.option(
-    "--context",
-    "-c",
-    "context",
-    nargs=2,
-    multiple=True,
-    type=click.Path(path_type=Path),
-    metavar="IMAGE OUTPUT",
-    help="A context pair (repeat for more).",
-)
-@click.option(
-    "--contexts-from",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="nnU-Net raw folder of contexts (imagesTr/NAME_0000.ext, labelsTr/NAME.ext).",
-)
-@click.option(
-    "--model",
-    "-m",
-    default="medverse-small",
-    show_default=True,
-    help="Registered name or path to weights (what `medverse convert` wrote).",
-)
-@click.option(
-    "--task",
-    type=click.Choice(["auto", "segmentation", "image"]),
-    default="auto",
-    show_default=True,
-    help="image = transformation or enhancement.",
-)
-@click.option("--raw", is_flag=True, help="Write the raw float network output.")
-@click.option(
-    "--compat",
-    type=click.Choice(["medverse", "released"]),
-    default="medverse",
-    show_default=True,
-    help="Level plan: per-axis, never squash (medverse) or the authors' (released).",
-)
-@click.option(
-    "--align",
-    type=click.Choice(["auto", "affine", "physical", "fov"]),
-    default="auto",
-    show_default=True,
-    help="How contexts reach the target grid: affine (registration), physical (world coordinates), "
-    "fov (resize whole volume); auto = affine, or physical with --compat released.",
-)
-@click.option(
-    "--no-resample", is_flag=True, help="Refuse contexts on another grid instead of resampling."
-)
-@click.option(
-    "--clip-percentiles",
-    nargs=2,
-    type=float,
-    default=None,
-    metavar="LOW HIGH",
-    help="Clip images to these percentiles before min-max (e.g. 0.5 99.5 for CT).",
-)
-@click.option(
-    "--ensemble",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Average N draws (random context subsets, or flips).",
-)
-@click.option("--contexts-per-draw", type=int, default=None, help="Contexts per ensemble draw.")
-@click.option(
-    "--uncertainty",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the voxel-wise std over draws.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the ensemble draws.")
-@click.option(
-    "--calibrate/--no-calibrate",
-    default=True,
-    show_default=True,
-    help="Image tasks: fit how to combine output and target on leave-one-out predictions "
-    "of the contexts (one extra run per context, up to 4).",
-)
-@click.option(
-    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
-)
-@click.option(
-    "--context-batch",
-    type=int,
-    default=2,
-    show_default=True,
-    help="Contexts per mini-batch (memory knob).",
-)
-@click.option(
-    "--sw-batch-size",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Windows per network call (memory knob).",
-)
-@click.option(
-    "--overlap", type=float, default=0.1, show_default=True, help="Sliding-window overlap."
-)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+class Task(str, Enum):
+    auto = "auto"
+    segmentation = "segmentation"
+    image = "image"
+
+
+class Compat(str, Enum):
+    medverse = "medverse"
+    released = "released"
+
+
+class Align(str, Enum):
+    auto = "auto"
+    affine = "affine"
+    physical = "physical"
+    fov = "fov"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class PairOptionCommand(TyperCommand):
+    """A Typer command whose ``--context``/``-c`` takes two values (IMAGE OUTPUT), repeatable.
+
+    Typer has no repeatable two-value option, so the pair is split into two ``--context``
+    occurrences before parsing: the function receives a flat list ``[img1, out1, img2, ...]``.
+    Only public click API (``Command.parse_args``) is used, so it works with typer's vendored
+    click and with plain click alike.
+    """
+
+    pair_options = ("-c", "--context")
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        flat: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                flat += args[i:]
+                break
+            if arg.startswith("--context=") or (
+                arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--")
+            ):
+                raise typer.BadParameter(
+                    "takes two files separated by a space: --context IMAGE OUTPUT",
+                    ctx=ctx,
+                    param_hint="'--context'",
+                )
+            if arg in self.pair_options:
+                if len(args) - i < 3:
+                    raise typer.BadParameter(
+                        "requires 2 arguments: --context IMAGE OUTPUT",
+                        ctx=ctx,
+                        param_hint="'--context'",
+                    )
+                flat += [arg, args[i + 1], arg, args[i + 2]]
+                i += 3
+                continue
+            flat.append(arg)
+            i += 1
+        return super().parse_args(ctx, flat)
+
+
+@app.command(cls=PairOptionCommand)
 @clean_errors
 def predict(
-    target: Path,
-    output: Path,
-    context: tuple[tuple[Path, Path], ...],
-    contexts_from: Path | None,
-    model: str,
-    task: str,
-    raw: bool,
-    compat: str,
-    align: str,
-    no_resample: bool,
-    clip_percentiles: tuple[float, float] | None,
-    ensemble: int,
-    contexts_per_draw: int | None,
-    uncertainty: Path | None,
-    seed: int,
-    calibrate: bool,
-    device: str,
-    context_batch: int,
-    sw_batch_size: int,
-    overlap: float,
-    progress: bool,
+    target: Path = typer.Option(
+        ..., "--target", "-t", help="Target volume (NIfTI, NRRD, MHA/MHD or a DICOM folder)."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output file (.nii.gz, .nrrd, .mha...)."
+    ),
+    context: list[Path] = typer.Option(
+        None,
+        "--context",
+        "-c",
+        metavar="IMAGE OUTPUT",
+        help="A context pair (repeat for more).",
+    ),
+    contexts_from: Path = typer.Option(
+        None,
+        "--contexts-from",
+        help="nnU-Net raw folder of contexts (imagesTr/NAME_0000.ext, labelsTr/NAME.ext).",
+    ),
+    model: str = typer.Option(
+        "medverse-small",
+        "--model",
+        "-m",
+        help="Registered name or path to weights (what `medverse convert` wrote).",
+    ),
+    task: Task = typer.Option(Task.auto, help="image = transformation or enhancement."),
+    raw: bool = typer.Option(False, "--raw", help="Write the raw float network output."),
+    compat: Compat = typer.Option(
+        Compat.medverse,
+        help="Level plan: per-axis, never squash (medverse) or the authors' (released).",
+    ),
+    align: Align = typer.Option(
+        Align.auto,
+        help="How contexts reach the target grid: affine (registration), physical (world "
+        "coordinates), fov (resize whole volume); auto = affine, or physical with --compat released.",
+    ),
+    no_resample: bool = typer.Option(
+        False, "--no-resample", help="Refuse contexts on another grid instead of resampling."
+    ),
+    clip_percentiles: tuple[float, float] = typer.Option(
+        None,
+        "--clip-percentiles",
+        metavar="LOW HIGH",
+        help="Clip images to these percentiles before min-max (e.g. 0.5 99.5 for CT).",
+    ),
+    ensemble: int = typer.Option(1, help="Average N draws (random context subsets, or flips)."),
+    contexts_per_draw: int = typer.Option(None, help="Contexts per ensemble draw."),
+    uncertainty: Path = typer.Option(None, help="Also write the voxel-wise std over draws."),
+    seed: int = typer.Option(0, help="Seed of the ensemble draws."),
+    calibrate: bool = typer.Option(
+        True,
+        "--calibrate/--no-calibrate",
+        help="Image tasks: fit how to combine output and target on leave-one-out predictions "
+        "of the contexts (one extra run per context, up to 4).",
+    ),
+    device: Device = typer.Option(Device.cpu, help="Where the network runs."),
+    context_batch: int = typer.Option(2, help="Contexts per mini-batch (memory knob)."),
+    sw_batch_size: int = typer.Option(1, help="Windows per network call (memory knob)."),
+    overlap: float = typer.Option(0.1, help="Sliding-window overlap."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Report each level."),
 ) -> None:
-    """Predict the full-resolution output for TARGET from a few context pairs."""
+    """Predict the full-resolution output for a target from a few context pairs.
+
+    \b
+    Example:
+      medverse predict --target ct_001.nii.gz --context ct_010.nii.gz liver_010.nii.gz \\
+          --context ct_011.nii.gz liver_011.nii.gz --output liver_001.nii.gz
+    """
     from medverse.checkpoint.registry import load_model
     from medverse.errors import InputError
     from medverse.inference.driver import InferenceConfig
@@ -300,6 +314,8 @@ def predict(
             raise InputError(
                 f"'{out}': unsupported output extension; use one of {', '.join(WRITABLE_EXTENSIONS)}"
             )
+    flat = list(context or [])
+    context = list(zip(flat[::2], flat[1::2]))
     if not context and contexts_from is None:
         raise InputError(
             "no contexts: pass --context IMAGE OUTPUT (repeatable) or --contexts-from DIR"
@@ -307,24 +323,24 @@ def predict(
     if uncertainty is not None and ensemble < 2:
         raise InputError("--uncertainty needs --ensemble 2 or more")
     cfg = InferenceConfig(
-        compat=compat,
+        compat=compat.value,
         overlap=overlap,
         sw_batch_size=sw_batch_size,
         context_batch=context_batch,
         progress=progress,
     )
     net = load_model(model, device="cpu")
-    pairs = Context.from_files(list(context), task=task) if context else None
+    pairs = Context.from_files(context, task=task.value) if context else None
     if contexts_from is not None:
-        extra = Context.from_nnunet(contexts_from, task=task)
+        extra = Context.from_nnunet(contexts_from, task=task.value)
         pairs = extra if pairs is None else Context(pairs.pairs + extra.pairs, pairs.task)
-    predictor = Predictor(net, cfg, device=device)
+    predictor = Predictor(net, cfg, device=device.value)
     if progress:
-        predictor.on_level = lambda t, n: click.echo(f"level {t}/{n}", err=True)
+        predictor.on_level = lambda t, n: typer.echo(f"level {t}/{n}", err=True)
     result = predictor.predict(
         target,
         pairs,
-        align=align,
+        align=align.value,
         resample=not no_resample,
         clip_percentiles=tuple(clip_percentiles) if clip_percentiles else None,
         ensemble=ensemble,
@@ -333,12 +349,12 @@ def predict(
         calibrate=calibrate,
     )
     for note in result.summary["alignment"]:
-        click.echo(note, err=True)
+        typer.echo(note, err=True)
     written = result.save(output, raw=raw)
     if uncertainty is not None:
         written.append(result.save_uncertainty(uncertainty))
     s = result.summary
-    click.echo(
+    typer.echo(
         f"{result.task}: levels {s['levels']} {s['plan']}, windows {'+'.join(map(str, s['windows']))}, "
         f"contexts {s['contexts']}, classes {s['classes']}, draws {s['draws']}, "
         + (f"calibrated {s['calibration']['weights']}, " if s.get("calibration") else "")
@@ -360,10 +376,8 @@ _register_lazy_commands()
 
 
 def cli() -> None:
-    """Console entry point: the Typer commands plus the click ``predict`` command."""
-    group = typer.main.get_command(app)
-    group.add_command(predict, "predict")  # type: ignore[attr-defined]
-    group(prog_name="medverse")
+    """Console entry point (``medverse``; also ``python -m medverse``)."""
+    app(prog_name="medverse")
 
 
 if __name__ == "__main__":

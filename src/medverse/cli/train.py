@@ -33,7 +33,12 @@ def train(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA."),
 ) -> None:
-    """Train a Medverse network on in-context episodes (synthetic or nnU-Net datasets)."""
+    """Train a Medverse network on in-context episodes (synthetic or nnU-Net datasets).
+
+    \b
+    Example:
+      medverse train --config configs/train_small_synthetic.yaml --time-limit 60
+    """
     from medverse.errors import InputError
     from medverse.training.config import TrainConfig
     from medverse.training.loop import run
