@@ -129,3 +129,36 @@ def test_released_architecture_has_no_input_skip() -> None:
     assert not any(".gate." in k for k in keys)
     with pytest.raises(Exception, match="input_skip"):
         ModelConfig(channels=(4, 8, 16), window=16, input_skip="yes")  # type: ignore[arg-type]
+
+
+def test_prior_gate_starts_at_the_prior_and_only_acts_in_guided_calls(
+    tiny_config: ModelConfig,
+) -> None:
+    plain = _scaled(MedverseNet(tiny_config))
+    gated = MedverseNet(ModelConfig(channels=tiny_config.channels, window=16, prior_gate=True))
+    result = gated.eval().load_state_dict(plain.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert sorted(result.missing_keys) == [
+        "target_decoder.output_block.prior_gate.bias",
+        "target_decoder.output_block.prior_gate.weight",
+    ]
+    t, ci, co, ar_in, _ = _inputs(16, 2)
+    prior = torch.rand(1, 1, 1, 16, 16, 16)
+    with torch.no_grad():
+        # unguided calls are the plain network's, with or without an AR pair
+        assert torch.equal(gated(t, ci, co), plain(t, ci, co))
+        assert torch.equal(gated(t, ci, co, ar_in, prior), plain(t, ci, co, ar_in, prior))
+        # guided, zero gate: exactly the prior
+        assert torch.equal(gated(t, ci, co, t[:, None], prior, guided=True), prior[:, 0])
+        head = plain(t, ci, co, t[:, None], prior)
+        gated.target_decoder.output_block.prior_gate.bias.fill_(1.0)  # gate 1: the head
+        assert torch.allclose(gated(t, ci, co, t[:, None], prior, guided=True), head, atol=1e-6)
+        gated.target_decoder.output_block.prior_gate.bias.fill_(0.25)
+        expected = 0.75 * prior[:, 0] + 0.25 * head
+        assert torch.allclose(gated(t, ci, co, t[:, None], prior, guided=True), expected, atol=1e-6)
+        # a network without the gate answers a guided call with its own head
+        assert torch.equal(plain(t, ci, co, t[:, None], prior, guided=True), head)
+    with pytest.raises(ValueError, match="prior"):
+        gated(t, ci, co, guided=True)
+    with pytest.raises(Exception, match="prior_gate"):
+        ModelConfig(channels=(4, 8, 16), window=16, prior_gate=1)  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from medverse.errors import InputError
 from medverse.validation import check_option
@@ -49,6 +50,7 @@ from medverse.validation import check_option
 from .augment import (
     RandomIntensityAugmentation,
     RandomSpatialAugmentation,
+    SpatialAugmentation,
     crop_or_resize_to_window,
     window_start,
 )
@@ -200,6 +202,14 @@ class EpisodeSampler:
         augment: apply ``spatial`` and ``intensity`` augmentation.
         spatial: spatial augmentation; default :class:`RandomSpatialAugmentation()`.
         intensity: intensity augmentation; default :class:`RandomIntensityAugmentation()`.
+        aligned_prob: probability that a segmentation episode's contexts are *registered*
+            contexts, as ``--align deformable`` delivers them: each context is the target's own
+            image and mask warped by a small random residual deformation (what a deformable
+            registration leaves; largest control-point displacement ``U(*residual_voxels)``
+            voxels, 4-8 control points per axis), with its own blur, noise and intensity
+            augmentation; masks are warped linearly, so their edges are soft (as the inference's
+            soft one-hot warping). ``params["aligned"]`` records it.
+        residual_voxels: the range of the residual deformation, in voxels of the episode grid.
         seed: sampler seed; episode ``i`` is seeded by ``(seed, i)``.
 
     Raises:
@@ -228,6 +238,8 @@ class EpisodeSampler:
         augment: bool = True,
         spatial: RandomSpatialAugmentation | None = None,
         intensity: RandomIntensityAugmentation | None = None,
+        aligned_prob: float = 0.0,
+        residual_voxels: tuple[float, float] = (0.3, 3.0),
         seed: int = 0,
     ):
         if isinstance(datasets, DatasetMix):
@@ -252,6 +264,13 @@ class EpisodeSampler:
         self.foreground_crop_prob = float(foreground_crop_prob)
         self.spatial = (spatial or RandomSpatialAugmentation()) if augment else None
         self.intensity = (intensity or RandomIntensityAugmentation()) if augment else None
+        if not 0.0 <= float(aligned_prob) <= 1.0:
+            raise InputError(f"aligned_prob must be in [0, 1], got {aligned_prob}")
+        low_r, high_r = (float(v) for v in residual_voxels)
+        if not 0.0 <= low_r <= high_r:
+            raise InputError(f"residual_voxels must be 0 <= low <= high, got {residual_voxels}")
+        self.aligned_prob = float(aligned_prob)
+        self.residual_voxels = (low_r, high_r)
         self.seed = int(seed)
         self._tasks = [self._dataset_tasks(ds) for ds in self.mix]
         self._usable = [i for i, tasks in enumerate(self._tasks) if tasks]
@@ -354,9 +373,15 @@ class EpisodeSampler:
         members = self._to_window(members, rng, params)
         if self.spatial is not None:
             members = self._augment_spatial(members, rng, params)
+        aligned = (
+            family == "segmentation" and self.aligned_prob > 0 and rng.random() < self.aligned_prob
+        )
+        params["aligned"] = bool(aligned)
+        if aligned:
+            members = self._registered_contexts(members, rng, params)
 
         inputs, outputs, intensity, degradations = [], [], [], []
-        for member in members:
+        for k, member in enumerate(members):
             image = _minmax(member.input)
             if self.intensity is not None:
                 augmentation = self.intensity.draw(rng)
@@ -364,7 +389,9 @@ class EpisodeSampler:
                 intensity.append(dataclasses.asdict(augmentation))
             if family == "segmentation":
                 assert member.mask is not None
-                source, output = image, (member.mask > 0.5).astype(np.float32)
+                mask = member.mask.astype(np.float32)
+                soft = aligned and k > 0  # registered contexts keep their soft warped edges
+                source, output = image, np.clip(mask, 0, 1) if soft else (mask > 0.5)
             elif task == "transformation:skull_strip":
                 assert member.mask is not None
                 source, output = image, _minmax(image * (member.mask > 0.5))
@@ -478,6 +505,42 @@ class EpisodeSampler:
             )
             for m in members
         ]
+
+    def _registered_contexts(
+        self, members: list[_Member], rng: np.random.Generator, params: dict
+    ) -> list[_Member]:
+        """Replace every context by the target warped with a residual deformation (see
+        ``aligned_prob``); blur and noise make its image a different acquisition."""
+        target = members[0]
+        assert target.mask is not None
+        shape = target.input.shape
+        low, high = self.residual_voxels
+        residuals = []
+        result = [target]
+        for _ in members[1:]:
+            residual = SpatialAugmentation(
+                elastic_seed=int(rng.integers(2**31 - 1)),
+                elastic_num_control_points=int(rng.integers(4, 9)),
+                elastic_max_displacement=float(rng.uniform(low, high)),
+            )
+            image, mask = residual([target.input, target.mask.astype(np.float32)])
+            sigma = float(rng.uniform(0.0, 1.0))
+            if sigma > 0.1:
+                image = ndimage.gaussian_filter(image, sigma)
+            span = float(image.max() - image.min()) or 1.0
+            noise = float(rng.uniform(0.0, 0.05)) * span
+            image = image + rng.normal(0.0, noise, shape).astype(np.float32)
+            residuals.append(
+                {
+                    "max_displacement": residual.elastic_max_displacement,
+                    "control_points": residual.elastic_num_control_points,
+                    "blur_sigma": sigma,
+                    "noise": noise / span,
+                }
+            )
+            result.append(_Member(input=image.astype(np.float32), mask=np.clip(mask, 0, 1)))
+        params["residuals"] = residuals
+        return result
 
     def _augment_spatial(
         self, members: list[_Member], rng: np.random.Generator, params: dict

@@ -27,6 +27,7 @@ def predict_window(
     ar_out: torch.Tensor | None = None,
     *,
     context_batch: int | None = None,
+    guided: bool = False,
 ) -> torch.Tensor:
     """Predict ``K`` outputs (classes) for windows of one target.
 
@@ -40,6 +41,8 @@ def predict_window(
         ar_in: ``(n, 1, 1, X, Y, Z)`` or None.
         ar_out: ``(n, 1, K, X, Y, Z)`` or None.
         context_batch: contexts per mini-batch.
+        guided: a registration-guided call: ``ar_out`` is the fused prior of each class, which a
+            network with a prior gate starts from.
 
     Returns:
         ``(n, K, X, Y, Z)``.
@@ -50,8 +53,10 @@ def predict_window(
         semantic = net.encode_contexts(
             state, context_in, context_out[:, :, k : k + 1], context_batch=context_batch
         )
-        ar = None
+        ar = prior = None
         if ar_in is not None and ar_out is not None:
             ar = net.encode_contexts(state, ar_in, ar_out[:, :, k : k + 1], autoregressive=True)
-        outputs.append(net.decode(state, semantic, ar))
+            if guided and net.config.prior_gate:
+                prior = ar_out[:, 0, k : k + 1]
+        outputs.append(net.decode(state, semantic, ar, prior))
     return torch.cat(outputs, dim=1)

@@ -38,6 +38,14 @@ class ModelConfig:
             ``f``: a context-dependent "keep the input" path (~1 for mild enhancement, ~brain
             mask for skull stripping, ~0 for segmentation). Zero-initialised, it leaves a
             network's function unchanged, so it can be added to trained weights.
+        prior_gate: not in the released architecture (False for it). True adds a second
+            zero-initialised 1x1x1 conv ``g`` of the last decoder features, used only when the
+            network is given a prior (a registration-guided call, where the AR pair carries the
+            target image and the fused, deformably warped context masks):
+            ``y = prior + g(f) * (h - prior)``. At ``g = 0`` the output is the prior itself, so a
+            network grown with this gate starts exactly at label fusion and training can only
+            move it where its own head ``h`` (which reads the target image and the aligned
+            contexts) does better. Without a prior the network is unchanged.
 
     Example:
         >>> ModelConfig(channels=(8, 16, 32, 64, 128), window=64).window
@@ -51,11 +59,13 @@ class ModelConfig:
     window: int = 128
     token_layout: str = "strided"
     input_skip: bool = False
+    prior_gate: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if not isinstance(self.input_skip, bool):
-            raise InputError(f"input_skip must be true or false, got {self.input_skip!r}")
+        for name in ("input_skip", "prior_gate"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
             raise InputError(f"channels must list at least 2 positive widths, got {self.channels}")
         if self.convs_per_stage < 1:

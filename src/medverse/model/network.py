@@ -33,30 +33,50 @@ class ResidualStage(nn.Module):
         return self.res(x)
 
 
+def _zero_conv1x1(channels: int) -> nn.Conv3d:
+    conv = conv1x1(channels, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class OutputBlock(nn.Module):
     """ResidualUnit(C0) then a 1x1x1 conv to one channel; no final activation.
 
     With ``input_skip`` (not in the released model) a second, zero-initialised 1x1x1 conv of the
     same features blends the target image into the output, per voxel:
     ``h + gate(f) * (x - h)`` with ``h = head(f)`` (gate 0: the head alone, 1: the input).
+
+    With ``prior_gate`` (not in the released model) and a ``prior`` given, the output starts
+    from the prior and moves towards the head where a zero-initialised gate says so:
+    ``prior + prior_gate(f) * (out - prior)``.
     """
 
-    def __init__(self, channels: int, num_convs: int, *, input_skip: bool = False) -> None:
+    def __init__(
+        self, channels: int, num_convs: int, *, input_skip: bool = False, prior_gate: bool = False
+    ) -> None:
         super().__init__()
         self.res = ResidualUnit(channels, num_convs)
         self.head = conv1x1(channels, 1)
-        self.gate = conv1x1(channels, 1) if input_skip else None
-        if self.gate is not None:
-            nn.init.zeros_(self.gate.weight)
-            nn.init.zeros_(self.gate.bias)
+        self.gate = _zero_conv1x1(channels) if input_skip else None
+        self.prior_gate = _zero_conv1x1(channels) if prior_gate else None
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        image: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         f = self.res(x)
         out = self.head(f)
         if self.gate is not None:
             if image is None:
                 raise ValueError("this network has an input skip: pass the target image")
             out = out + self.gate(f) * (image - out)
+        if prior is not None:
+            if self.prior_gate is None:
+                raise ValueError("this network has no prior gate: call it without a prior")
+            out = prior + self.prior_gate(f) * (out - prior)
         return out
 
 
@@ -157,7 +177,9 @@ class TargetDecoder(nn.Module):
         self.enc_blocks = nn.ModuleList([_fusion(cfg, rev[0], attention_first=True)])
         self.upsample_blocks = nn.ModuleList(UpsampleMerge(a, b) for a, b in zip(rev[:-1], rev[1:]))
         self.dec_blocks = nn.ModuleList(_fusion(cfg, c, attention_first=True) for c in rev[1:])
-        self.output_block = OutputBlock(rev[-1], cfg.convs_per_stage, input_skip=cfg.input_skip)
+        self.output_block = OutputBlock(
+            rev[-1], cfg.convs_per_stage, input_skip=cfg.input_skip, prior_gate=cfg.prior_gate
+        )
 
     @property
     def fusion_blocks(self) -> list[FusionBlock]:
@@ -170,16 +192,18 @@ class TargetDecoder(nn.Module):
         context_key_values: list[KeyValues],
         query_position: torch.Tensor,
         image: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``target_features`` from the encoder, per-level context keys/values → ``(B, 1, ...)``.
 
-        ``image`` (the target window) is needed only by a network with an input skip.
+        ``image`` (the target window) is needed only by a network with an input skip; ``prior``
+        ``(B, 1, ...)`` only in a registration-guided call of a network with a prior gate.
         """
         t = self.enc_blocks[0](target_features[-1], context_key_values[0], query_position)
         skips = target_features[-2::-1]
         for i, (up, block) in enumerate(zip(self.upsample_blocks, self.dec_blocks)):
             t = block(up(t, skips[i]), context_key_values[i + 1], query_position)
-        return self.output_block(t, image)
+        return self.output_block(t, image, prior)
 
 
 @dataclass
@@ -305,8 +329,13 @@ class MedverseNet(nn.Module):
         state: TargetState,
         semantic: list[torch.Tensor],
         autoregressive: list[torch.Tensor] | None = None,
+        prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Target decoder attending to the semantic mean (and the AR features) → ``(B, 1, ...)``."""
+        """Target decoder attending to the semantic mean (and the AR features) → ``(B, 1, ...)``.
+
+        ``prior`` ``(B, 1, ...)``: a registration-guided call's fused context masks, which the
+        prior gate starts from (see :class:`~medverse.model.config.ModelConfig`).
+        """
         blocks = self.target_decoder.fusion_blocks
         sem_pos, ar_pos = self._position("semantic"), self._position("ar")
         key_values = []
@@ -318,7 +347,7 @@ class MedverseNet(nn.Module):
                 values = torch.cat([values, ar_values], dim=1)
             key_values.append((keys, values))
         return self.target_decoder(
-            state.features, key_values, self._position("target"), state.image
+            state.features, key_values, self._position("target"), state.image, prior
         )
 
     def forward(
@@ -330,6 +359,7 @@ class MedverseNet(nn.Module):
         ar_out: torch.Tensor | None = None,
         *,
         context_batch: int | None = None,
+        guided: bool = False,
     ) -> torch.Tensor:
         """One window.
 
@@ -340,6 +370,9 @@ class MedverseNet(nn.Module):
             ar_in: ``(B, 1, 1, X, Y, Z)`` previous level's target image, or None.
             ar_out: ``(B, 1, 1, X, Y, Z)`` previous level's prediction, or None.
             context_batch: contexts per mini-batch (memory knob; the result does not change).
+            guided: a registration-guided call: the contexts are deformably aligned to the
+                target and ``ar_out`` is their fused masks, which a network with a prior gate
+                starts from (``ar_in`` is then the target itself).
 
         Returns:
             ``(B, 1, X, Y, Z)`` regression map (masks: ``> 0.5``).
@@ -349,4 +382,9 @@ class MedverseNet(nn.Module):
         ar = None
         if ar_in is not None and ar_out is not None:
             ar = self.encode_contexts(state, ar_in, ar_out, autoregressive=True)
-        return self.decode(state, semantic, ar)
+        prior = None
+        if guided:
+            if ar_out is None:
+                raise ValueError("a guided call needs the prior as ar_out")
+            prior = ar_out[:, 0] if self.config.prior_gate else None
+        return self.decode(state, semantic, ar, prior)

@@ -32,6 +32,12 @@ must show the network both situations, so each step is one of:
   fine level lowered the full-inference Dice below the level-1 pass alone (0.363 vs 0.436),
   ``"mixed"`` gave 0.372 and ``"self"`` 0.394, so short runs may prefer ``"mixed"``.
 
+A third kind of step trains the **registration-guided** call (``--align deformable``): the
+episode's contexts are registered to the target (``EpisodeSampler(aligned_prob=...)``), one
+window is cropped at the finest level (the episode's own grid), and the AR pair is the target
+itself and the prior, the mean of the (soft) context masks, exactly as the guided inference builds
+it (``guided=True``).
+
 All randomness comes from the ``numpy`` generator passed in, so a window is a pure function of
 (episode, generator state) and runs reproduce across processes and resumes.
 """
@@ -79,7 +85,7 @@ class TrainingWindow:
         ar_out: ``(1, 1, W, W, W)`` AR coarse output, or None.
         family: the episode's task family.
         level: 1-based level of the window; ``num_levels`` in the plan.
-        ar_mode: ``"degraded"``, ``"self"`` or None (no AR pair).
+        ar_mode: ``"degraded"``, ``"self"``, ``"prior"`` (a guided window) or None (no AR pair).
         start: crop start at the window's level, or None (level-1 pass).
     """
 
@@ -94,6 +100,11 @@ class TrainingWindow:
     num_levels: int
     ar_mode: str | None = None
     start: tuple[int, int, int] | None = None
+
+    @property
+    def guided(self) -> bool:
+        """A registration-guided window (the AR output is the fused context prior)."""
+        return self.ar_mode == "prior"
 
 
 def level_run_shape(level: Level, window: int) -> tuple[int, int, int]:
@@ -181,6 +192,7 @@ def episode_to_window(
     level_rule: str = "medverse",
     foreground_crop_prob: float = 0.8,
     predictor: Predictor | None = None,
+    guided: bool = False,
 ) -> TrainingWindow:
     """Turn a full-grid episode into one training window.
 
@@ -195,6 +207,8 @@ def episode_to_window(
         level_rule: ``"medverse"`` or ``"released"``, as the inference driver's ``compat``.
         foreground_crop_prob: probability of centring the crop on the foreground.
         predictor: the model, for ``ar_mode="self"``.
+        guided: a registration-guided window (``coarse`` and ``ar_mode`` are ignored): one
+            crop of the episode's own grid, AR pair = (target, mean of the context outputs).
 
     Returns:
         A :class:`TrainingWindow` with every tensor on a ``W**3`` grid.
@@ -205,6 +219,8 @@ def episode_to_window(
         >>> win.target.shape, win.ar_in.shape  # doctest: +SKIP
         (torch.Size([1, 32, 32, 32]), torch.Size([1, 1, 32, 32, 32]))
     """
+    if guided:
+        return _guided_window(episode, window, rng, foreground_crop_prob)
     if ar_mode not in ("degraded", "self"):
         raise InputError(f"ar_mode must be 'degraded' or 'self', got {ar_mode!r}")
     if ar_mode == "self" and predictor is None:
@@ -269,6 +285,36 @@ def episode_to_window(
     )
 
 
+def _guided_window(
+    episode, window: int, rng: np.random.Generator, foreground_crop_prob: float
+) -> TrainingWindow:
+    """One window of the episode's own grid with the fused-context prior as the AR pair."""
+    target, reference, context_in, context_out = _as_batch(episode)
+    shape = tuple(int(n) for n in target.shape[-3:])
+    prior = context_out.mean(dim=1)  # (1, 1, X, Y, Z)
+    center = None
+    if rng.random() < foreground_crop_prob:
+        center = _foreground_center(reference[0], target[0], episode.family, rng)
+    start = _start(shape, window, rng, center)
+    t, r, ci, co, p = (
+        _crop(v, start, window) for v in (target, reference, context_in, context_out, prior)
+    )
+    num_levels = plan_levels(shape, window).num_levels
+    return TrainingWindow(
+        target=t[0],
+        reference=r[0],
+        context_in=ci[0],
+        context_out=co[0],
+        ar_in=t[:, None][0],
+        ar_out=p[:, None][0],
+        family=episode.family,
+        level=num_levels,
+        num_levels=num_levels,
+        ar_mode="prior",
+        start=start,
+    )
+
+
 def _self_coarse(
     target: torch.Tensor,
     reference: torch.Tensor,
@@ -324,6 +370,8 @@ def collate_windows(windows: Sequence[TrainingWindow]) -> dict:
     with_ar = {w.ar_in is not None for w in windows}
     if len(with_ar) != 1:
         raise InputError("a batch mixes level-1 windows (no AR pair) and fine windows")
+    if len({w.guided for w in windows}) != 1:
+        raise InputError("a batch mixes registration-guided windows and others")
     num_contexts = min(w.context_in.shape[0] for w in windows)
     ar_in = [w.ar_in for w in windows if w.ar_in is not None]
     ar_out = [w.ar_out for w in windows if w.ar_out is not None]
@@ -336,4 +384,5 @@ def collate_windows(windows: Sequence[TrainingWindow]) -> dict:
         "ar_out": torch.stack(ar_out) if ar_out else None,
         "family": [w.family for w in windows],
         "level": [w.level for w in windows],
+        "guided": windows[0].guided,
     }

@@ -260,6 +260,13 @@ class TrainConfig:
             ``"self"`` (the model's own coarse prediction) or ``"mixed"``.
         ar_self_prob: in ``"mixed"`` mode, probability of ``"self"``.
         level_rule: level plan, as in inference (``"medverse"`` or ``"released"``).
+        guided_prob: probability that a step trains the registration-guided call
+            (``--align deformable``): segmentation episodes whose contexts are registered to the
+            target (a residual deformation of ``residual_voxels`` voxels), one window of the
+            episode's own grid, AR pair = (target, mean context mask). Needs a network with
+            ``prior_gate`` to learn to start from the prior; the other steps are as before.
+        residual_voxels: ``[low, high]`` largest residual displacement of a registered context,
+            in voxels.
 
     Optimisation:
         steps: total optimiser steps (also the LR schedule's length).
@@ -311,6 +318,8 @@ class TrainConfig:
     ar_source: str = "degraded"
     ar_self_prob: float = 0.5
     level_rule: str = "medverse"
+    guided_prob: float = 0.0
+    residual_voxels: tuple[float, float] = (0.3, 3.0)
     steps: int = 1000
     lr: float = 2e-4
     weight_decay: float = 0.01
@@ -410,6 +419,13 @@ class TrainConfig:
         check_option(self.ar_source, AR_SOURCES, "ar_source")
         _number(self.ar_self_prob, "ar_self_prob", low=0.0, high=1.0)
         check_option(self.level_rule, LEVEL_RULES, "level_rule")
+        _number(self.guided_prob, "guided_prob", low=0.0, high=1.0)
+        residual = tuple(self.residual_voxels)
+        if len(residual) != 2 or not all(isinstance(v, int | float) for v in residual):
+            raise InputError(f"residual_voxels must be [low, high], got {self.residual_voxels!r}")
+        if not 0 <= residual[0] <= residual[1]:
+            raise InputError(f"residual_voxels must be 0 <= low <= high, got {residual}")
+        object.__setattr__(self, "residual_voxels", (float(residual[0]), float(residual[1])))
         # optimisation
         _positive_int(self.steps, "steps")
         _number(self.lr, "lr", low=0.0, open_low=True)

@@ -104,6 +104,7 @@ CSV_COLUMNS = (
 )
 CHECKPOINT_VERSION = 1
 _VAL_SEED_OFFSET = 1_000_003
+_GUIDED_SEED_OFFSET = 2_000_003  # guided steps draw their episodes from a stream of their own
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,18 +306,29 @@ def build_datasets(sources: Sequence[DataSource]) -> tuple[list, list]:
     return train, val
 
 
-def _sampler(datasets: list, config: TrainConfig, num_contexts: int, *, seed: int, augment: bool):
+def _sampler(
+    datasets: list,
+    config: TrainConfig,
+    num_contexts: int,
+    *,
+    seed: int,
+    augment: bool,
+    guided: bool = False,
+):
+    """Episodes of the run; ``guided``: segmentation only, contexts registered to the target."""
     from medverse.data.episodes import EpisodeSampler
 
     return EpisodeSampler(
         datasets,
         num_contexts=num_contexts,
         window=None,
-        task_weights=config.task_weights,
+        task_weights={"segmentation": 1.0} if guided else config.task_weights,
         enhancements=config.enhancements,
         max_classes=config.max_classes,
         augment=augment,
-        seed=seed,
+        aligned_prob=1.0 if guided else 0.0,
+        residual_voxels=config.residual_voxels,
+        seed=seed + _GUIDED_SEED_OFFSET if guided else seed,
     )
 
 
@@ -348,18 +360,20 @@ class StepBuilder:
         self.config = config
         self.info = info or DistInfo()
         self.offsets = shard(config.batch_size, self.info.rank, self.info.world_size)
-        self._samplers: dict[int, Any] = {}
+        self._samplers: dict[tuple[int, bool], Any] = {}
 
-    def sampler(self, num_contexts: int):
-        if num_contexts not in self._samplers:
-            self._samplers[num_contexts] = _sampler(
+    def sampler(self, num_contexts: int, guided: bool = False):
+        key = (num_contexts, guided)
+        if key not in self._samplers:
+            self._samplers[key] = _sampler(
                 self.datasets,
                 self.config,
                 num_contexts,
                 seed=self.config.seed,
                 augment=self.config.augment,
+                guided=guided,
             )
-        return self._samplers[num_contexts]
+        return self._samplers[key]
 
     def state_dict(self) -> dict[str, Any]:
         """What decides future episodes (the step is stored beside it)."""
@@ -380,11 +394,20 @@ class StepBuilder:
         coarse = bool(rng.random() < self.config.level1_prob)
         return num_contexts, coarse
 
+    def is_guided(self, step: int) -> bool:
+        """Whether ``step`` trains the registration-guided call (``guided_prob``)."""
+        if self.config.guided_prob <= 0:
+            return False
+        return bool(
+            np.random.default_rng([self.config.seed, step, 1]).random() < self.config.guided_prob
+        )
+
     def build(self, step: int, predictor: Predictor | None = None) -> dict:
         """This rank's windows of ``step``, collated (see :func:`collate_windows`)."""
         cfg = self.config
         num_contexts, coarse = self.plan(step)
-        sampler = self.sampler(num_contexts)
+        guided = self.is_guided(step)
+        sampler = self.sampler(num_contexts, guided)
         episodes = [sampler.sample(step * cfg.batch_size + j) for j in self.offsets]
         window = cfg.window
         levels = min(
@@ -407,14 +430,15 @@ class StepBuilder:
                     ar_mode=mode,
                     level_rule=cfg.level_rule,
                     foreground_crop_prob=cfg.foreground_crop_prob,
-                    predictor=predictor if mode == "self" else None,
+                    predictor=predictor if mode == "self" and not guided else None,
+                    guided=guided,
                 )
             )
         batch = collate_windows(windows)
         common = all_reduce_min(batch["context_in"].shape[1], self.info)
         batch["context_in"] = batch["context_in"][:, :common]
         batch["context_out"] = batch["context_out"][:, :common]
-        batch["pass"] = "level1" if coarse else "fine"
+        batch["pass"] = "guided" if guided else "level1" if coarse else "fine"
         batch["tasks"] = [e.task for e in episodes]
         return batch
 
@@ -453,8 +477,13 @@ def _initial_model(config: TrainConfig) -> MedverseNet:
         net = load_model(config.init_weights)
         if net.config == model_config:
             return net.train()
-        if model_config.input_skip and net.config == replace(model_config, input_skip=False):
-            return _add_input_skip(net, model_config).train()
+        grown = {
+            name
+            for name in _GROWABLE
+            if getattr(model_config, name) and not getattr(net.config, name)
+        }
+        if grown and net.config == replace(model_config, **dict.fromkeys(grown, False)):
+            return _grow(net, model_config).train()
         raise InputError(
             f"init_weights '{config.init_weights}' has architecture {net.config.to_dict()}, "
             f"the config asks for {model_config.to_dict()}"
@@ -463,12 +492,19 @@ def _initial_model(config: TrainConfig) -> MedverseNet:
     return MedverseNet(model_config).train()
 
 
-def _add_input_skip(net: MedverseNet, model_config: ModelConfig) -> MedverseNet:
-    """``net``'s weights in ``model_config``'s architecture, which adds a zero-initialised input
-    skip: the same function, plus the gate's parameters to train."""
+#: Zero-initialised additions that can be grown onto trained weights without changing their
+#: function: ModelConfig field -> the parameter-name part of the module it adds.
+_GROWABLE = {"input_skip": ".gate.", "prior_gate": ".prior_gate."}
+
+
+def _grow(net: MedverseNet, model_config: ModelConfig) -> MedverseNet:
+    """``net``'s weights in ``model_config``'s architecture, which adds zero-initialised gates
+    (input skip, prior gate): the same function, plus the gates' parameters to train."""
     grown = MedverseNet(model_config)
     result = grown.load_state_dict(net.state_dict(), strict=False)
-    assert not result.unexpected_keys and all(".gate." in k for k in result.missing_keys)
+    parts = tuple(_GROWABLE.values())
+    assert not result.unexpected_keys
+    assert all(any(part in k for part in parts) for k in result.missing_keys)
     return grown
 
 
@@ -579,6 +615,7 @@ def train_step(
             to(batch["ar_in"]),
             to(batch["ar_out"]),
             context_batch=context_batch,
+            guided=bool(batch.get("guided", False)),
         )
     losses = episode_loss(
         prediction,
