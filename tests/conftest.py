@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny model configuration, seeded RNGs, the reference folder."""
+"""Shared fixtures: a tiny model configuration, seeded RNGs, the vendored golden reference."""
 
 from __future__ import annotations
 
+import io
+import lzma
 import os
 import random
 from pathlib import Path
@@ -12,11 +14,10 @@ import torch
 
 from medverse.model.config import ModelConfig
 
-REFERENCE = Path(
-    os.environ.get("MEDVERSE_REFERENCE", Path(__file__).parents[2] / "shared" / "reference")
-)
-GOLDEN = REFERENCE / "golden"
+# The released code's outputs on fixed weights and inputs, vendored (see tests/golden/README.md).
+GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_WEIGHTS = GOLDEN / "weights_seed0_c4-8-16-32-64_gain2.safetensors"
+MANIFEST = GOLDEN / "medverse_official_state_dict.json"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,7 +37,21 @@ def tiny_config() -> ModelConfig:
     return ModelConfig(channels=(4, 8, 16), window=16)
 
 
-def needs_reference() -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        not GOLDEN.is_dir(), reason=f"reference data not found at {REFERENCE}"
-    )
+def golden_arrays(name: str) -> dict[str, np.ndarray]:
+    """A vendored golden file (``forward_128_inputs``...): an xz-compressed ``.npz``."""
+    data = lzma.decompress((GOLDEN / f"{name}.npz.xz").read_bytes())
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return dict(npz)
+
+
+def golden_max_diff(actual: np.ndarray, expected: dict[str, np.ndarray], key: str) -> float:
+    """max |actual - reference| over the stored voxels of the reference array ``key``.
+
+    ``expected`` is ``golden_arrays("..._expected")``: each array is stored as a fixed random
+    subset of its voxels (``KEY.index`` flat indices, ``KEY.value``) with its full ``KEY.shape``.
+    """
+    shape = tuple(int(n) for n in expected[f"{key}.shape"])
+    actual = np.asarray(actual, dtype=np.float32)
+    assert actual.shape == shape, (key, actual.shape, shape)
+    values = actual.reshape(-1)[expected[f"{key}.index"].astype(np.int64)]
+    return float(np.abs(values - expected[f"{key}.value"]).max())

@@ -12,12 +12,9 @@ from medverse.checkpoint.io import LoadedWeights, load_network
 from medverse.checkpoint.registry import get_spec
 from medverse.errors import CheckpointError
 from medverse.model.network import MedverseNet
-from tests.conftest import REFERENCE, needs_reference
-
-MANIFEST = REFERENCE / "medverse_official_state_dict.json"
+from tests.conftest import MANIFEST
 
 
-@needs_reference()
 def test_manifest_maps_onto_medverse_base() -> None:
     manifest = json.loads(MANIFEST.read_text())
     released = {e["key"]: torch.zeros(e["shape"]) for e in manifest["keys"]}
