@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 
 import pytest
@@ -113,8 +114,29 @@ def test_convert_cli_errors_are_one_line(tmp_path, net) -> None:
     torch.save(net.state_dict(), tmp_path / "good.pt")
     res = runner.invoke(app, ["convert", str(tmp_path / "good.pt"), str(tmp_path / "good")])
     assert res.exit_code == 0, res.output
+    digest = hashlib.sha256((tmp_path / "good.pt").read_bytes()).hexdigest()
+    assert f"sha256 {digest}" in res.output  # the SHA-256 of what was read, printed
     res = runner.invoke(app, ["info", str(tmp_path / "good")])
     assert res.exit_code == 0 and "parameters" in res.output
+
+
+def test_released_weights_are_one_step_away() -> None:
+    """`medverse info medverse-base` says where, what file and the two commands; the error of
+    a model without weights names CLI usage, not Python arguments."""
+    runner = CliRunner()
+    res = runner.invoke(app, ["info", "medverse-base"])
+    assert res.exit_code == 0, res.output
+    assert "https://github.com/jiesihu/Medverse" in res.output
+    assert ".ckpt" in res.output and "71,054,793 numbers" in res.output
+    assert "medverse convert FILE.ckpt medverse_base/" in res.output
+    assert "medverse predict --model medverse_base/" in res.output
+    res = runner.invoke(
+        app,
+        ["predict", "--model", "medverse-base", "-t", "t.nii.gz", "-c", "a", "b", "-o", "o.nii.gz"],
+    )
+    assert res.exit_code == 1
+    assert "--model medverse_base/" in res.output and "medverse convert" in res.output
+    assert "pretrained" not in res.output and "Traceback" not in res.output
 
 
 def test_training_checkpoint_loads_with_its_architecture(tmp_path) -> None:

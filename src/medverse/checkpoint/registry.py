@@ -18,9 +18,36 @@ from medverse.errors import CheckpointError
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 
-__all__ = ["ModelSpec", "register_model", "list_models", "get_spec", "load_model"]
+__all__ = [
+    "ModelSpec",
+    "register_model",
+    "list_models",
+    "get_spec",
+    "load_model",
+    "RELEASED_REPOSITORY",
+    "released_weights_help",
+]
 
 log = logging.getLogger(__name__)
+
+# Where the authors publish Medverse (code and checkpoint links in its README), as the paper
+# (arXiv 2509.09232) states. Nothing here downloads it: the user fetches the file.
+RELEASED_REPOSITORY = "https://github.com/jiesihu/Medverse"
+RELEASED_NUMEL = 71_054_793  # stored numbers of the released state dict (172 tensors)
+
+
+def released_weights_help(folder: str = "medverse_base/") -> list[str]:
+    """How to get from the authors' checkpoint to predictions: where, what file, two commands."""
+    return [
+        f"where:    the authors' repository {RELEASED_REPOSITORY} (its README links the "
+        "released checkpoint; no download from medverse)",
+        f"file:     a PyTorch Lightning .ckpt whose state_dict holds 172 'net.*' tensors, "
+        f"{RELEASED_NUMEL:,} numbers: about {RELEASED_NUMEL * 4 / 1e6:.0f} MB as float32 "
+        "(more if it also stores optimizer state); .pt/.pth/.safetensors state dicts work too",
+        f"convert:  medverse convert FILE.ckpt {folder}   (prints the SHA-256 of FILE.ckpt)",
+        f"predict:  medverse predict --model {folder} --target TARGET.nii.gz "
+        "--context IMAGE.nii.gz OUTPUT.nii.gz --output PRED.nii.gz",
+    ]
 
 
 @dataclass(frozen=True)
@@ -116,9 +143,10 @@ def load_model(
             return net.to(device)
         if spec.weights is None:
             raise CheckpointError(
-                f"{spec.name!r} ships no weights. Convert the authors' checkpoint with "
-                f"`medverse convert medverse.ckpt medverse_base/` and pass that folder, or use "
-                f"pretrained=False for a randomly initialised network."
+                f"{spec.name!r} ships no weights: get the authors' checkpoint (see "
+                f"{RELEASED_REPOSITORY}), convert it once with `medverse convert FILE.ckpt "
+                "medverse_base/`, then pass the folder as the model (`--model medverse_base/`); "
+                "`medverse info medverse-base` shows the steps"
             )
         file = _packaged(spec.weights)
         weights = read_weights(file, window=config.window)

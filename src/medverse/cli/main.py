@@ -93,6 +93,9 @@ def convert(
     """
     from medverse.checkpoint.io import load_network, read_weights, save_model, sha256_file
 
+    digest = sha256_file(src) if src.is_file() else ""
+    if digest:  # printed first: compare it with the checksum the publisher lists, if any
+        typer.echo(f"read {src} ({src.stat().st_size:,} bytes, sha256 {digest})")
     weights = read_weights(src, window=window)
     net = load_network(weights)  # proves every key maps and every shape fits
     out = save_model(
@@ -101,7 +104,7 @@ def convert(
         weights.config,
         source=weights.source,
         half=half,
-        extra={"converted_from_sha256": sha256_file(src) if src.is_file() else ""},
+        extra={"converted_from_sha256": digest},
     )
     count = sum(p.numel() for p in net.state_dict().values())
     typer.echo(
@@ -124,7 +127,12 @@ def info(
     """
     import json
 
-    from medverse.checkpoint.registry import get_spec, list_models, load_model
+    from medverse.checkpoint.registry import (
+        get_spec,
+        list_models,
+        load_model,
+        released_weights_help,
+    )
 
     if model is None:
         for name in list_models():
@@ -132,7 +140,7 @@ def info(
             bundled = (
                 f"bundled weights ({spec.weights})"
                 if spec.weights
-                else "no weights bundled: convert the authors' checkpoint"
+                else f"no weights bundled: convert the authors' checkpoint (medverse info {name})"
             )
             typer.echo(f"{name:<16} {bundled}\n{'':<16} {spec.description}")
         return
@@ -148,7 +156,8 @@ def info(
     if not Path(model).exists():
         spec = get_spec(model)
         if spec.weights is None:
-            source = "no weights bundled (architecture only; convert the released checkpoint)"
+            source = "no weights bundled (architecture only); to use the authors' weights:"
+            source += "".join(f"\n  {line}" for line in released_weights_help())
         else:
             source = f"bundled weights {spec.weights}: {spec.description}"
     typer.echo(f"source:     {source}")
