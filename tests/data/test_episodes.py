@@ -344,3 +344,35 @@ def rotate_free_resize(episode: Episode) -> Episode:
     import dataclasses
 
     return dataclasses.replace(episode, target=episode.target[:, :8])
+
+
+def test_aligned_episodes_are_the_target_under_a_small_residual(dataset: NnUNetDataset) -> None:
+    sampler = EpisodeSampler(
+        dataset,
+        num_contexts=3,
+        window=None,
+        task_weights={"segmentation": 1.0},
+        aligned_prob=1.0,
+        residual_voxels=(0.5, 1.5),
+        seed=5,
+    )
+    episode = sampler.sample(0)
+    assert episode.params["aligned"] and len(episode.params["residuals"]) == 3
+    assert all(0.5 <= r["max_displacement"] <= 1.5 for r in episode.params["residuals"])
+    target = episode.target_reference[0] > 0.5
+    for mask in episode.context_out[:, 0]:
+        assert mask.min() >= 0 and mask.max() <= 1
+        assert ((mask > 0) & (mask < 1)).any()  # soft warped edges
+        # registered: the context mask is the target's, moved by at most ~1.5 voxels
+        warped = mask > 0.5
+        dice = 2 * (warped & target).sum() / (warped.sum() + target.sum())
+        assert dice > 0.7
+    # the same episode replays; an unaligned sampler's contexts are other subjects
+    again = sampler.replay(episode.seed)
+    assert np.array_equal(again.context_out, episode.context_out)
+    plain = EpisodeSampler(
+        dataset, num_contexts=3, window=None, task_weights={"segmentation": 1.0}, seed=5
+    )
+    assert not plain.sample(0).params["aligned"]
+    with pytest.raises(InputError, match="aligned_prob"):
+        EpisodeSampler(dataset, aligned_prob=2.0)

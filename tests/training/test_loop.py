@@ -132,6 +132,60 @@ def test_collate_refuses_mixed_passes() -> None:
         collate_windows([a, b])
 
 
+def test_guided_window_has_the_target_and_the_mean_context_mask_as_ar_pair() -> None:
+    episode = fake_episode(num_contexts=3)
+    win = episode_to_window(
+        episode, 16, np.random.default_rng(4), coarse=True, guided=True, foreground_crop_prob=0.0
+    )
+    assert win.guided and win.ar_mode == "prior" and win.level == win.num_levels == 2
+    sx, sy, sz = win.start
+    crop = (..., slice(sx, sx + 16), slice(sy, sy + 16), slice(sz, sz + 16))
+    # the episode's own grid (no resampling), the target itself as AR image
+    assert torch.equal(win.target, torch.from_numpy(episode.target)[crop])
+    assert torch.equal(win.ar_in[0], win.target)
+    prior = torch.from_numpy(episode.context_out).mean(dim=0)
+    assert torch.allclose(win.ar_out[0], prior[crop])
+    plain = episode_to_window(episode, 16, np.random.default_rng(4), coarse=False)
+    with pytest.raises(InputError, match="guided"):
+        collate_windows([win, plain])
+    assert collate_windows([win, win])["guided"] is True
+
+
+def test_guided_steps_train_segmentation_with_registered_contexts(make_config) -> None:
+    config = make_config(guided_prob=1.0, model={**TINY_MODEL, "prior_gate": True})
+    train_sets, _ = build_datasets(config.data)
+    builder = StepBuilder(train_sets, config)
+    batch = builder.build(0)
+    assert batch["pass"] == "guided" and batch["guided"] is True
+    assert set(batch["family"]) == {"segmentation"}
+    # the prior is the mean of the (soft) context masks, and the AR image is the target
+    assert torch.allclose(batch["ar_out"][:, 0], batch["context_out"].mean(dim=1), atol=1e-6)
+    assert torch.equal(batch["ar_in"][:, 0], batch["target"])
+    # a guided step at a zero gate starts exactly at the prior, and the step moves the gate
+    torch.manual_seed(0)
+    net = build_model(config)
+    gate = net.target_decoder.output_block.prior_gate
+    with torch.no_grad():
+        start = net(
+            batch["target"],
+            batch["context_in"],
+            batch["context_out"],
+            batch["ar_in"],
+            batch["ar_out"],
+            guided=True,
+        )
+    assert torch.equal(start, batch["ar_out"][:, 0])
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    train_step(net, optimizer, batch, grad_clip=0.0)
+    assert gate.weight.abs().sum() > 0
+    assert make_config(guided_prob=0.0) and not StepBuilder(train_sets, make_config()).is_guided(0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InputError, match="guided_prob"):
+            make_config(guided_prob=bad)
+    with pytest.raises(InputError, match="residual_voxels"):
+        make_config(residual_voxels=[2.0, 1.0])
+
+
 # -- step building -------------------------------------------------------------------------------
 
 

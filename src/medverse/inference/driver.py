@@ -4,6 +4,12 @@ Level 1 sees the whole volume at the coarsest scale with no autoregressive (AR) 
 finer level runs MONAI's ``sliding_window_inference`` (``with_coord=True``) so the target, every
 semantic context and the AR pair (previous level's target image and clamped prediction,
 up-sampled) are cropped at the same window. Gaussian blending, overlap 0.1 by default.
+
+A **registration-guided** call (``prior=...``, ours; ``--align deformable``) has contexts already
+deformably registered to the target, so the coarse levels' job (finding the structure) is done by
+registration: one sliding-window pass runs on the full-resolution grid, with the AR pair = (the
+target, the prior: the fused warped context masks), and a network with a prior gate starts its
+output from that prior.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ def _sliding(
     context_out: torch.Tensor,
     ar: tuple[torch.Tensor, torch.Tensor] | None,
     cfg: InferenceConfig,
+    guided: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Sliding windows over one level (all inputs on the same grid, every axis >= window)."""
     window = net.config.window
@@ -114,6 +121,7 @@ def _sliding(
             ar_in,
             ar_out,
             context_batch=cfg.context_batch,
+            guided=guided,
         )
 
     out = sliding_window_inference(
@@ -141,6 +149,7 @@ def run_inference(
     *,
     return_levels: bool = False,
     on_level: Callable[[int, int], None] | None = None,
+    prior: torch.Tensor | None = None,
 ) -> InferenceResult:
     """Full-resolution prediction of a whole volume, coarse to fine.
 
@@ -152,6 +161,9 @@ def run_inference(
         config: driver settings.
         return_levels: keep each level's raw network output (on the grid it was run on).
         on_level: called with (level index, number of levels) before each level.
+        prior: ``(B, K, X, Y, Z)`` in [0, 1]: a registration-guided call (contexts deformably
+            registered to the target, ``prior`` their fused masks). Only the full-resolution
+            level runs, with the AR pair (target, prior); ``plan`` still describes the volume.
 
     Returns:
         :class:`InferenceResult` with ``output`` ``(B, K, X, Y, Z)`` (raw regression map).
@@ -169,6 +181,42 @@ def run_inference(
     context_out = _pad_end(context_out, plan.padded_shape)
     result = InferenceResult(output=target, plan=plan)
     prev_target = prev_pred = None
+    if prior is not None:
+        if (
+            prior.shape[:2] != context_out.shape[:1] + context_out.shape[2:3]
+            or tuple(prior.shape[-3:]) != shape
+        ):
+            raise InputError(
+                f"prior shape {tuple(prior.shape)} does not match the target {shape} with "
+                f"{context_out.shape[2]} outputs"
+            )
+        try:
+            with torch.inference_mode():
+                if on_level is not None:
+                    on_level(plan.num_levels, plan.num_levels)
+                grid = tuple(max(n, window) for n in target.shape[-3:])
+                prior = _pad_end(prior.to(target.dtype).clamp(0, 1), grid)
+                ar = (_pad_end(target[:, None], grid), prior[:, None])
+                pred, count = _sliding(
+                    net,
+                    _pad_end(target, grid),
+                    _pad_end(context_in, grid),
+                    _pad_end(context_out, grid),
+                    ar,
+                    cfg,
+                    guided=True,
+                )
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not isinstance(err, torch.OutOfMemoryError) and "memory" not in str(err).lower():
+                raise
+            raise ResourceError(_oom_message(target, context_in, context_out, cfg, window)) from err
+        result.num_windows.append(count)
+        x, y, z = shape
+        result.output = pred[..., :x, :y, :z]
+        if return_levels:
+            result.level_outputs.append(result.output)
+        result.seconds = time.perf_counter() - start
+        return result
     try:
         with torch.inference_mode():
             for level in plan.levels:
