@@ -140,6 +140,7 @@ def load_model(
         if not pretrained:
             net = MedverseNet(config).eval()
             net.source, net.weights_sha256 = f"{spec.name} (random init)", ""
+            net.trained_on = None
             return net.to(device)
         if spec.weights is None:
             raise CheckpointError(
@@ -154,6 +155,9 @@ def load_model(
         sha = sha256_file(file)
     net = load_network(weights)
     net.source, net.weights_sha256 = weights.source, sha
+    # what the weights were trained on (voxel sizes, field of view), if their metadata says:
+    # medverse.inference.guards warns about targets far from it
+    net.trained_on = weights.meta.get("trained_on")
     log.info("loaded %s (%s)", weights.source, weights.config)
     return net.to(device)
 

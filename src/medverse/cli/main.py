@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -34,9 +35,31 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Library messages name Python arguments; on the command line the flags are what to type.
+_CLI_WORDING = (
+    (re.compile(r"\bmode='(affine|physical|fov|deformable)'"), r"--align \1"),
+    (re.compile(r"\bresample=False\b"), "--no-resample"),
+    (
+        re.compile(r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble)(?= must)"),
+        lambda m: "--" + m.group(1).replace("_", "-"),
+    ),
+)
+
+
+def cli_wording(message: str) -> str:
+    """``message`` with Python argument names replaced by the CLI flags that set them."""
+    for pattern, replacement in _CLI_WORDING:
+        message = pattern.sub(replacement, message)
+    return message
+
+
 def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {cli_wording(message)}", err=True)
     raise SystemExit(code)
+
+
+def warn(message: str) -> None:
+    typer.echo(f"warning: {cli_wording(message)}", err=True)
 
 
 def clean_errors(func: F) -> F:
@@ -308,9 +331,10 @@ def predict(
     from medverse.checkpoint.registry import load_model
     from medverse.errors import InputError
     from medverse.inference.driver import InferenceConfig
+    from medverse.inference.guards import target_warnings
     from medverse.inference.predictor import Predictor
     from medverse.io.context_set import Context
-    from medverse.io.volume import WRITABLE_EXTENSIONS
+    from medverse.io.volume import WRITABLE_EXTENSIONS, read_volume
 
     for out in (output, uncertainty):
         if out is None:
@@ -339,6 +363,9 @@ def predict(
         progress=progress,
     )
     net = load_model(model, device="cpu")
+    target_volume = read_volume(target, name=str(target))
+    for line in target_warnings(target_volume, getattr(net, "trained_on", None)):
+        warn(line)
     pairs = Context.from_files(context, task=task.value) if context else None
     if contexts_from is not None:
         extra = Context.from_nnunet(contexts_from, task=task.value)
@@ -347,7 +374,7 @@ def predict(
     if progress:
         predictor.on_level = lambda t, n: typer.echo(f"level {t}/{n}", err=True)
     result = predictor.predict(
-        target,
+        target_volume,
         pairs,
         align=align.value,
         resample=not no_resample,

@@ -29,7 +29,7 @@ from medverse.inference.calibration import image_output
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, relative_bounds
 from medverse.io.context_set import Context
-from medverse.io.volume import Volume, read_volume, write_volume
+from medverse.io.volume import Volume, nifti_codes, read_volume, write_volume
 from medverse.model.network import MedverseNet
 from medverse.types import PathLike
 from medverse.validation import check_option, check_same_grid, check_volume
@@ -75,12 +75,13 @@ class Prediction:
         return (self.raw > threshold).any(axis=0)
 
     def save(self, path: PathLike, *, raw: bool = False) -> list[Path]:
-        """Write atomically with the target's affine.
+        """Write atomically with the target's affine (and, for NIfTI, its sform/qform codes).
 
         ``raw=True`` writes the float network output; with several classes one file per class,
         named ``<stem>_label-<value><ext>``.
         """
         path = Path(path)
+        codes = nifti_codes(self.source)
         if not raw:
             dtype = (
                 np.uint8
@@ -89,12 +90,16 @@ class Prediction:
             )
             if self.task == "segmentation" and dtype is None:
                 dtype = np.int16
-            return [write_volume(path, self.array, self.affine, dtype=dtype)]
+            return [write_volume(path, self.array, self.affine, dtype=dtype, codes=codes)]
         if self.raw.shape[0] == 1:
-            return [write_volume(path, self.raw[0], self.affine, dtype=np.float32)]
+            return [write_volume(path, self.raw[0], self.affine, dtype=np.float32, codes=codes)]
         return [
             write_volume(
-                _suffixed(path, f"_label-{lab}"), self.raw[k], self.affine, dtype=np.float32
+                _suffixed(path, f"_label-{lab}"),
+                self.raw[k],
+                self.affine,
+                dtype=np.float32,
+                codes=codes,
             )
             for k, lab in enumerate(self.labels)
         ]
@@ -103,7 +108,13 @@ class Prediction:
         """Write the standard deviation over ensemble draws (max over classes)."""
         if self.std is None:
             raise InputError("no uncertainty: predict with ensemble >= 2")
-        return write_volume(path, self.std.max(axis=0), self.affine, dtype=np.float32)
+        return write_volume(
+            path,
+            self.std.max(axis=0),
+            self.affine,
+            dtype=np.float32,
+            codes=nifti_codes(self.source),
+        )
 
 
 def _suffixed(path: Path, suffix: str) -> Path:

@@ -16,12 +16,13 @@ from medverse.io.volume import Volume, read_volume
 from medverse.types import PathLike
 from medverse.validation import check_option
 
-__all__ = ["Context", "TASKS", "looks_like_labels"]
+__all__ = ["Context", "TASKS", "looks_like_labels", "swapped_pair"]
 
 log = logging.getLogger(__name__)
 
 TASKS = ("auto", "segmentation", "image")
 _MAX_LABELS = 127  # TotalSegmentator has 117; uint8 images usually show more distinct values
+_MAX_SWAP_LABELS = 16  # an "image" with this few integer values is most likely a mask
 
 
 def looks_like_labels(array: np.ndarray) -> bool:
@@ -31,6 +32,17 @@ def looks_like_labels(array: np.ndarray) -> bool:
     if not np.array_equal(array, np.round(array)):
         return False
     return np.unique(array).size <= _MAX_LABELS + 1
+
+
+def swapped_pair(image: np.ndarray, output: np.ndarray) -> int:
+    """The number of distinct values of ``image`` if the pair looks given in the wrong order (an
+    integer "image" with at most 16 labels beside a continuous "output"), else 0."""
+    if image.size == 0 or not np.array_equal(image, np.round(image)):
+        return 0
+    count = int(np.unique(image).size)
+    if count > _MAX_SWAP_LABELS + 1 or np.array_equal(output, np.round(output)):
+        return 0
+    return count
 
 
 @dataclass
@@ -94,6 +106,21 @@ class Context:
                     f"'{pair[1]}'): pass --context IMAGE OUTPUT"
                 )
             outputs.append((read_volume(pair[0]), read_volume(pair[1])))
+        for image, output in outputs:
+            count = swapped_pair(image.array, output.array)
+            if not count:
+                continue
+            message = (
+                f"context image '{image.name}' holds {count} integer values (a mask?) and its "
+                f"output '{output.name}' continuous values (an image?): the pair looks swapped. "
+                "Give the image first: --context IMAGE OUTPUT"
+            )
+            if task == "auto":
+                raise InputError(
+                    message + " (or --task image if the output really is an image made from a "
+                    "label map)"
+                )
+            log.warning(message)
         if task == "auto":
             task = (
                 "segmentation" if all(looks_like_labels(o.array) for _, o in outputs) else "image"

@@ -332,7 +332,32 @@ def _to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
 # ------------------------------------------------------------------------------------- write
 
 
-def write_volume(path: PathLike, array: Any, affine: Any, *, dtype: Any = None) -> Path:
+def nifti_codes(path: PathLike | None) -> tuple[int, int] | None:
+    """``(sform_code, qform_code)`` of a NIfTI file's header, or None (not NIfTI, unreadable).
+
+    Only the header is read. :func:`write_volume` takes them so that an output keeps the codes
+    of the volume it was computed from (scanner, aligned, template, MNI...).
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file() or _extension(path) not in NIFTI_EXTENSIONS:
+        return None
+    try:
+        header = nib.load(str(path)).header
+        return int(header["sform_code"]), int(header["qform_code"])
+    except Exception:  # a header we cannot read just keeps the default codes
+        return None
+
+
+def write_volume(
+    path: PathLike,
+    array: Any,
+    affine: Any,
+    *,
+    dtype: Any = None,
+    codes: tuple[int, int] | None = None,
+) -> Path:
     """Write a 3-D array and its affine atomically; the format follows the extension.
 
     The data go to a hidden temporary file in the destination folder (``.tmp-<random>-<name>``),
@@ -349,6 +374,10 @@ def write_volume(path: PathLike, array: Any, affine: Any, *, dtype: Any = None) 
         dtype: on-disk data type. ``None`` keeps the array's type, except bool → uint8,
             float16/float64 → float32 and 64-bit integers → int32. Floats cast to an integer
             type are rounded; values out of that type's range raise.
+        codes: NIfTI ``(sform_code, qform_code)`` to write (e.g. the input's, from
+            :func:`nifti_codes`); a code of 0 leaves that transform unset. None, or both 0,
+            writes the affine as both sform and qform with code 1 (scanner). Other formats
+            ignore it.
 
     Returns:
         The path written.
@@ -379,11 +408,11 @@ def write_volume(path: PathLike, array: Any, affine: Any, *, dtype: Any = None) 
     token = secrets.token_hex(4)
     try:
         if extension in _TWO_FILE_EXTENSIONS:
-            _write_two_files(path, data, matrix, token)
+            _write_two_files(path, data, matrix, token)  # not NIfTI: no codes
         else:
             temporary = folder / f".tmp-{token}-{path.name}"
             try:
-                _write_file(temporary, extension, data, matrix)
+                _write_file(temporary, extension, data, matrix, codes)
                 os.replace(temporary, path)
             finally:
                 temporary.unlink(missing_ok=True)
@@ -397,11 +426,18 @@ def write_volume(path: PathLike, array: Any, affine: Any, *, dtype: Any = None) 
     return path
 
 
-def _write_file(path: Path, extension: str, data: np.ndarray, affine: np.ndarray) -> None:
+def _write_file(
+    path: Path,
+    extension: str,
+    data: np.ndarray,
+    affine: np.ndarray,
+    codes: tuple[int, int] | None = None,
+) -> None:
     if extension in NIFTI_EXTENSIONS:
         image = nib.Nifti1Image(data, affine)
-        image.set_sform(affine, code=1)  # scanner coordinates
-        image.set_qform(affine, code=1)
+        sform_code, qform_code = codes if codes and any(codes) else (1, 1)  # 1: scanner
+        image.set_sform(affine if sform_code else None, code=sform_code)
+        image.set_qform(affine if qform_code else None, code=qform_code)
         image.header.set_xyzt_units("mm")
         nib.save(image, str(path))
     else:
