@@ -85,3 +85,11 @@ def test_no_arguments_shows_help_without_traceback() -> None:
     assert res.returncode in (0, 2)  # click >= 8.2 exits 2 after no_args_is_help
     assert "Usage: medverse [OPTIONS] COMMAND" in res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_predict_module_for_torchrun() -> None:
+    res = _run([sys.executable, "-m", "medverse.predict"], "-h")
+    assert res.returncode == 0 and res.stdout.startswith("Usage: medverse predict")
+    assert "--targets-from" in res.stdout and "--output-dir" in res.stdout
+    res = _run([sys.executable, "-m", "medverse.predict"], "--targets-from", "x")
+    assert res.returncode == 2 and "Missing option '--output-dir'" in res.stderr

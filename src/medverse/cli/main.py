@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -261,11 +262,33 @@ class PairOptionCommand(TyperCommand):
 @app.command(cls=PairOptionCommand)
 @clean_errors
 def predict(
+    ctx: typer.Context,
     target: Path = typer.Option(
-        ..., "--target", "-t", help="Target volume (NIfTI, NRRD, MHA/MHD or a DICOM folder)."
+        None,
+        "--target",
+        "-t",
+        help="Target volume (NIfTI, NRRD, MHA/MHD or a DICOM folder).  [required, or "
+        "--targets-from]",
     ),
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Output file (.nii.gz, .nrrd, .mha...)."
+        None,
+        "--output",
+        "-o",
+        help="Output file (.nii.gz, .nrrd, .mha...).  [required with --target]",
+    ),
+    targets_from: Path = typer.Option(
+        None,
+        "--targets-from",
+        help="Cohort: a folder of target volumes (case_id.nii.gz or nnU-Net case_id_0000.nii.gz) "
+        "or a CSV with a 'target' (and optional 'output') column; writes into --output-dir, "
+        "skips outputs that exist, records failures, and writes OUTPUT_DIR/summary.csv. "
+        "Under torchrun the targets are sharded by rank.",
+    ),
+    output_dir: Path = typer.Option(
+        None, "--output-dir", help="Cohort output folder (created if missing)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Cohort: redo targets whose output already exists."
     ),
     context: list[Path] = typer.Option(
         None,
@@ -321,13 +344,28 @@ def predict(
     overlap: float = typer.Option(0.1, help="Sliding-window overlap."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Report each level."),
 ) -> None:
-    """Predict the full-resolution output for a target from a few context pairs.
+    """Predict the full-resolution output for a target (or a cohort) from a few context pairs.
 
     \b
     Example:
       medverse predict --target ct_001.nii.gz --context ct_010.nii.gz liver_010.nii.gz \\
           --context ct_011.nii.gz liver_011.nii.gz --output liver_001.nii.gz
     """
+    cohort = targets_from is not None
+    if cohort:
+        if target is not None or output is not None:
+            ctx.fail("--targets-from replaces --target/--output: give --output-dir instead")
+        if output_dir is None:
+            ctx.fail("Missing option '--output-dir' (needed with --targets-from).")
+        if uncertainty is not None:
+            ctx.fail("--uncertainty is for one target; a cohort's summary.csv has uncertainty_mean")
+    else:
+        if target is None:
+            ctx.fail("Missing option '--target' / '-t' (or --targets-from for a cohort).")
+        if output is None:
+            ctx.fail("Missing option '--output' / '-o'.")
+        if output_dir is not None or overwrite:
+            ctx.fail("--output-dir and --overwrite go with --targets-from")
     from medverse.checkpoint.registry import load_model
     from medverse.errors import InputError
     from medverse.inference.driver import InferenceConfig
@@ -336,6 +374,13 @@ def predict(
     from medverse.io.context_set import Context
     from medverse.io.volume import WRITABLE_EXTENSIONS, read_volume
 
+    if cohort:
+        if not output_dir.parent.is_dir():
+            raise InputError(
+                f"'{output_dir}': parent folder '{output_dir.parent}' does not exist; create it first"
+            )
+        if output_dir.exists() and not output_dir.is_dir():
+            raise InputError(f"'{output_dir}' exists and is not a folder")
     for out in (output, uncertainty):
         if out is None:
             continue
@@ -362,20 +407,23 @@ def predict(
         context_batch=context_batch,
         progress=progress,
     )
+    dist_info = None
+    if cohort:
+        from medverse.training.distributed import init_distributed
+
+        # under torchrun: join the group (a rank that finishes early waits up to a day for the
+        # others at the final barrier); a plain run is a world of one
+        dist_info = init_distributed(device.value, timeout_s=24 * 3600.0)
+    elif os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise InputError("several processes (torchrun) need a cohort: use --targets-from")
     net = load_model(model, device="cpu")
-    target_volume = read_volume(target, name=str(target))
-    for line in target_warnings(target_volume, getattr(net, "trained_on", None)):
-        warn(line)
+    trained_on = getattr(net, "trained_on", None)
     pairs = Context.from_files(context, task=task.value) if context else None
     if contexts_from is not None:
         extra = Context.from_nnunet(contexts_from, task=task.value)
         pairs = extra if pairs is None else Context(pairs.pairs + extra.pairs, pairs.task)
-    predictor = Predictor(net, cfg, device=device.value)
-    if progress:
-        predictor.on_level = lambda t, n: typer.echo(f"level {t}/{n}", err=True)
-    result = predictor.predict(
-        target_volume,
-        pairs,
+    predictor = Predictor(net, cfg, device=str(dist_info.device) if dist_info else device.value)
+    options = dict(
         align=align.value,
         resample=not no_resample,
         clip_percentiles=tuple(clip_percentiles) if clip_percentiles else None,
@@ -384,6 +432,16 @@ def predict(
         seed=seed,
         calibrate=calibrate,
     )
+    if cohort:
+        _predict_cohort(predictor, pairs, options, targets_from, output_dir, trained_on,
+                        raw=raw, overwrite=overwrite, progress=progress, info=dist_info)  # fmt: skip
+        return
+    target_volume = read_volume(target, name=str(target))
+    for line in target_warnings(target_volume, trained_on):
+        warn(line)
+    if progress:
+        predictor.on_level = lambda t, n: typer.echo(f"level {t}/{n}", err=True)
+    result = predictor.predict(target_volume, pairs, **options)
     for note in result.summary["alignment"]:
         typer.echo(note, err=True)
     written = result.save(output, raw=raw)
@@ -396,6 +454,65 @@ def predict(
         + (f"calibrated {s['calibration']['weights']}, " if s.get("calibration") else "")
         + f"{s['seconds']:.1f} s, peak memory {s['peak_memory_gib']:.2f} GiB -> {', '.join(map(str, written))}"
     )
+
+
+def _predict_cohort(
+    predictor: Any,
+    pairs: Any,
+    options: dict[str, Any],
+    targets_from: Path,
+    output_dir: Path,
+    trained_on: Any,
+    *,
+    raw: bool,
+    overwrite: bool,
+    progress: bool,
+    info: Any,
+) -> None:
+    """``--targets-from``: this rank's share of the cohort, then (rank 0) OUT/summary.csv."""
+    from medverse.inference.cohort import discover_targets, merge_summary, run_cohort
+    from medverse.inference.guards import target_warnings
+    from medverse.io.volume import read_volume
+    from medverse.training.distributed import barrier, cleanup
+
+    items = discover_targets(targets_from, output_dir)
+    output_dir.mkdir(exist_ok=True)
+    if info.is_main:
+        typer.echo(
+            f"cohort: {len(items)} targets from {targets_from} -> {output_dir}"
+            + (f" on {info.world_size} processes" if info.distributed else ""),
+            err=True,
+        )
+    warned: list[str] = []
+
+    def predict_one(path: Path) -> Any:
+        volume = read_volume(path, name=str(path))
+        warned.extend(target_warnings(volume, trained_on))
+        return predictor.predict(volume, pairs, **options)
+
+    rows = run_cohort(
+        predict_one,
+        items,
+        output_dir,
+        save=lambda result, out: result.save(out, raw=raw),
+        rank=info.rank,
+        world_size=info.world_size,
+        overwrite=overwrite,
+        progress=progress,
+        echo=lambda line: typer.echo(cli_wording(line), err=True),
+    )
+    if warned:
+        warn(f"{len(warned)} target(s) far from the model's training data, e.g. {warned[0]}")
+    barrier(info)  # every rank's log is complete
+    failed = sum(row["status"] == "failed" for row in rows)
+    if info.is_main:
+        summary, counts = merge_summary(output_dir, items)
+        shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        typer.echo(f"summary: {summary} ({shown})")
+        failed = counts.get("failed", 0) + counts.get("missing", 0)
+    cleanup(info)
+    if failed:
+        raise SystemExit(1)
 
 
 def _register_lazy_commands() -> None:
