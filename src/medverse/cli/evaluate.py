@@ -21,6 +21,17 @@ def evaluate(
     kit_dir: Path = typer.Option(
         None, help="A kit folder written earlier (faster than rebuilding)."
     ),
+    dataset: Path = typer.Option(
+        None,
+        "--dataset",
+        help="Your nnU-Net raw folder instead of the kit: imagesTr/CASE_0000 + labelsTr/CASE "
+        "(one segmentation task per label), or imagesTr/CASE_0000 -> CASE_0001 (image task).",
+    ),
+    dataset_align: str = typer.Option(
+        "affine",
+        help="--dataset cases on other grids are brought onto the first case's grid: affine "
+        "(registration) or physical (world coordinates).",
+    ),
     subjects: int = typer.Option(8, help="Kit subjects to build."),
     spacing: float = typer.Option(
         2.0, help="Kit voxel size in mm; the grid covers the same head (2 mm: 96x112x96)."
@@ -53,6 +64,7 @@ def evaluate(
     \b
     Example:
       medverse evaluate --out report/ --model medverse-small --spacing 3.5
+      medverse evaluate --out report/ --model medverse-small --dataset Dataset001_Liver/
     """
     from medverse.errors import InputError
     from medverse.evaluation import (
@@ -73,8 +85,10 @@ def evaluate(
     unknown = sorted(set(wanted) - set(METHODS))
     if unknown:
         raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    if not kit and kit_dir is None:
-        raise InputError("nothing to evaluate: use --kit (default) or --kit-dir DIR")
+    if not kit and kit_dir is None and dataset is None:
+        raise InputError("nothing to evaluate: use --kit (default), --kit-dir DIR or --dataset DIR")
+    if dataset is not None and kit_dir is not None:
+        raise InputError("--dataset and --kit-dir: give one of them")
     table = {"multi_atlas": multi_atlas, "context_mean": context_mean, "identity": identity}
     chosen = {name: table[name] for name in wanted if name in table}
     model_hash = None
@@ -90,17 +104,20 @@ def evaluate(
             chosen = {"medverse": ModelMethod(net, calibrate=calibrate), **chosen}
     if not chosen:
         raise InputError("no method left to run")
-    dataset = (
-        load_kit(kit_dir)
-        if kit_dir is not None
-        else build_kit(
+    if dataset is not None:
+        from medverse.evaluation.nnunet import NnunetDataset
+
+        data = NnunetDataset(dataset, align=dataset_align)
+    elif kit_dir is not None:
+        data = load_kit(kit_dir)
+    else:
+        data = build_kit(
             KitConfig(num_subjects=subjects, spacing=spacing, shape=kit_shape(spacing)),
             progress=progress,
         )
-    )
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
     results = run_protocol(
-        dataset,
+        data,
         chosen,
         num_contexts=num_contexts,
         num_draws=num_draws,
