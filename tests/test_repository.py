@@ -20,7 +20,7 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_stay_inside_the_repository(doc) -> None:
-    text = doc.read_text()
+    text = doc.read_text(encoding="utf-8")
     assert "shared/docs" not in text and "shared/reference" not in text
     assert "METHOD.md" not in text
     for target in LINK.findall(text):
@@ -32,8 +32,8 @@ def test_relative_links_stay_inside_the_repository(doc) -> None:
 
 
 def test_licence_and_citation() -> None:
-    assert "Apache License" in (ROOT / "LICENSE").read_text()
-    readme = (ROOT / "README.md").read_text()
+    assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "@inproceedings{hu2026medverse" in readme and "2509.09232" in readme
     assert "@software{medverse_package" in readme
 

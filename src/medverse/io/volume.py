@@ -42,6 +42,7 @@ __all__ = [
     "VOLUME_KINDS",
     "WRITABLE_EXTENSIONS",
     "Volume",
+    "nifti_codes",
     "read_volume",
     "write_volume",
 ]
