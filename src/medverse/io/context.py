@@ -12,6 +12,12 @@ the target's grid (shape, and for a meaningful result, anatomy). Three ways to g
 * ``"affine"``: register the context image onto the target image (rigid, then affine; Mattes mutual
   information; deterministic) and resample with that transform. The output (mask) reuses the
   transform computed from the image.
+* ``"deformable"``: register the context image onto the target (affine, then a deformable
+  registration: ANTs SyN by default) and warp with that transform; the output follows.
+
+Registrations come from :mod:`medverse.registration` (``engine="sitk"`` is the default for
+``"affine"``, ``engine="ants"`` for ``"deformable"``); pass a
+:class:`~medverse.registration.RegistrationCache` to reuse them across calls and runs.
 
 Masks are resampled with nearest neighbour, images linearly.
 
@@ -42,13 +48,12 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from medverse import registration
 from medverse.errors import InputError
-from medverse.io.volume import Volume, _to_sitk, read_volume
+from medverse.io.volume import Volume, read_volume
 from medverse.types import PathLike
 from medverse.validation import (
     check_finite,
@@ -75,16 +80,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALIGN_MODES = ("physical", "fov", "affine")
+ALIGN_MODES = ("physical", "fov", "affine", "deformable")
 """How :func:`align_to_target` brings a volume onto the target grid."""
 INTERPOLATIONS = ("linear", "nearest")
 OUTPUT_KINDS = ("label", "image")
 """What a context output is: a mask (segmentation) or an image (transformation, enhancement)."""
 
 _GRID_ATOL = 1e-4  # mm; affines closer than this count as the same grid
-_REGISTRATION_SEED = 1234  # metric sampling seed: fixed, so "affine" mode is deterministic
-_REGISTRATION_MAX_SIZE = 48  # voxels per axis the metric sees at the finest level
-_REGISTRATION_CLIP = (0.5, 99.5)  # percentile clipping before the metric's histogram
+_REGISTERED = ("affine", "deformable")  # modes that register the context onto the target
+_DEFAULT_ENGINE = {"affine": "sitk", "deformable": "ants"}
 
 
 @dataclass(eq=False)
@@ -263,6 +267,8 @@ def align_to_target(
     *,
     mode: str = "physical",
     interpolation: str | None = None,
+    engine: str | None = None,
+    cache: registration.RegistrationCache | None = None,
 ) -> np.ndarray:
     """Resample ``volume`` onto the voxel grid of ``target``.
 
@@ -271,10 +277,14 @@ def align_to_target(
         target: the volume whose grid (shape and affine) the result takes.
         mode: ``"physical"`` (world coordinates from both affines; outside the source → 0),
             ``"fov"`` (reorient to the target's axis codes, then resize voxel for voxel, ignoring
-            spacing and origin) or ``"affine"`` (register ``volume`` onto ``target`` with
-            SimpleITK, then resample; always registers, even on a shared grid).
+            spacing and origin), ``"affine"`` (register ``volume`` onto ``target``, then
+            resample; always registers, even on a shared grid) or ``"deformable"`` (affine,
+            then deformable registration, then warp).
         interpolation: ``"linear"`` or ``"nearest"``; ``None`` picks nearest for
             ``volume.kind == "label"`` and linear otherwise.
+        engine: registration engine, ``"sitk"`` or ``"ants"``; ``None`` uses ``"sitk"`` for
+            ``"affine"`` and ``"ants"`` for ``"deformable"``. Ignored by the other modes.
+        cache: a :class:`~medverse.registration.RegistrationCache` to reuse registrations.
 
     Returns:
         Float32 array of shape ``target.shape``. When the grids already match (``"physical"``
@@ -293,12 +303,17 @@ def align_to_target(
     if interpolation is None:
         interpolation = "nearest" if volume.kind == "label" else "linear"
     interpolation = check_option(interpolation, INTERPOLATIONS, "interpolation")
-    if mode != "affine" and _on_target_grid(volume, target, mode):
+    engine = _engine(mode, engine)
+    if mode not in _REGISTERED and _on_target_grid(volume, target, mode):
         return volume.array
     if mode == "fov":
         return _resize_fov(volume, target, interpolation)
-    world = _register(volume, target) if mode == "affine" else None
-    aligned, coverage = _resample(volume, target, interpolation, world)
+    if mode in _REGISTERED:
+        reg = registration.register(target, volume, kind=mode, engine=engine, cache=cache)
+        aligned = reg.warp(volume.array, interpolation=interpolation)
+        coverage = reg.coverage
+    else:
+        aligned, coverage = _resample(volume, target, interpolation, None)
     if coverage == 0.0:
         raise _no_overlap(volume, target)
     return aligned
@@ -310,18 +325,24 @@ def align_pair(
     *,
     mode: str = "physical",
     output_kind: str | None = None,
+    engine: str | None = None,
+    cache: registration.RegistrationCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Bring a context pair onto the target grid; the output follows the image exactly.
 
-    In ``"affine"`` mode the transform is computed once, from the context image, and reused for
-    the output. The image is interpolated linearly; the output with nearest neighbour if it is a
+    In ``"affine"`` and ``"deformable"`` modes the transform is computed once, from the context
+    image, and reused for the output. The image is interpolated linearly; the output with nearest neighbour if it is a
     label (so masks stay binary), linearly if it is an image.
 
     Args:
         pair: the context image and its output.
         target: the volume whose grid the results take.
-        mode: ``"physical"``, ``"fov"`` or ``"affine"``; see :func:`align_to_target`.
+        mode: ``"physical"``, ``"fov"``, ``"affine"`` or ``"deformable"``; see
+            :func:`align_to_target`.
         output_kind: ``"label"`` or ``"image"``; ``None`` uses ``pair.output_kind``.
+        engine: ``"sitk"`` or ``"ants"``; ``None``: ``"sitk"`` for ``"affine"``, ``"ants"`` for
+            ``"deformable"``. Ignored by the other modes.
+        cache: a :class:`~medverse.registration.RegistrationCache` to reuse registrations.
 
     Returns:
         ``(image, output, description)``: two float32 arrays of shape ``target.shape`` and one
@@ -336,13 +357,14 @@ def align_pair(
     if output_kind is None:
         output_kind = pair.output_kind
     output_kind = check_option(output_kind, OUTPUT_KINDS, "output_kind")
+    engine = _engine(mode, engine)
     output_interpolation = "nearest" if output_kind == "label" else "linear"
     image, output = pair.image, pair.output
     head = f"context '{image.name}'"
     source_grid = f"{format_shape(image.shape)} {format_spacing(image.spacing)}"
     target_grid = f"{format_shape(target.shape)} {format_spacing(target.spacing)}"
 
-    if mode != "affine" and _on_target_grid(image, target, mode):
+    if mode not in _REGISTERED and _on_target_grid(image, target, mode):
         if mode == "fov":
             description = (
                 f"{head}: same shape {format_shape(image.shape)} and orientation "
@@ -365,15 +387,26 @@ def align_pair(
             f"{head}: resized from {source_grid} to target grid {target_grid} voxel for voxel"
             f"{reorient} (fov; spacing and origin ignored)"
         )
-    else:
-        world = _register(image, target) if mode == "affine" else None
-        aligned_image, coverage = _resample(image, target, "linear", world)
+    elif mode in _REGISTERED:
+        reg = registration.register(target, image, kind=mode, engine=engine, cache=cache)
+        aligned_image = reg.warp(image.array, interpolation="linear")
+        coverage = reg.coverage
         if coverage == 0.0:
             raise _no_overlap(image, target)
-        aligned_output, _ = _resample(output, target, output_interpolation, world)
+        aligned_output = reg.warp(output.array, interpolation=output_interpolation)
+        verb = "resampled" if mode == "affine" else "warped"
+        description = (
+            f"{head}: registered ({reg.describe()}) and {verb} from {source_grid} to target grid "
+            f"{target_grid} ({mode})"
+        )
+        if coverage < 0.999:
+            description += f"; it covers {coverage:.0%} of the target, the rest is 0"
+    else:
+        aligned_image, coverage = _resample(image, target, "linear", None)
+        if coverage == 0.0:
+            raise _no_overlap(image, target)
+        aligned_output, _ = _resample(output, target, output_interpolation, None)
         action = "resampled"
-        if world is not None:
-            action = f"registered ({_describe_transform(world, target)}) and resampled"
         description = f"{head}: {action} from {source_grid} to target grid {target_grid} ({mode})"
         if coverage < 0.999:
             description += f"; it covers {coverage:.0%} of the target, the rest is 0"
@@ -404,49 +437,18 @@ def _no_overlap(volume: Volume, target: Volume) -> InputError:
 def _resample(
     volume: Volume, target: Volume, interpolation: str, world: np.ndarray | None
 ) -> tuple[np.ndarray, float]:
-    """Sample ``volume`` at the target's voxel centres.
+    """Sample ``volume`` at the target's voxel centres (see
+    :func:`medverse.registration.resample_to_grid`); returns the array and the covered
+    fraction."""
+    return registration.resample_to_grid(
+        volume.array, volume.affine, target.shape, target.affine, interpolation, world
+    )
 
-    ``world`` maps target world coordinates to source world coordinates (RAS, 4x4); ``None`` is
-    the identity. Points within half a voxel of the source's edge take the edge value (as ITK
-    does); points further out get 0.
 
-    Returns:
-        The resampled float32 array and the fraction of target voxels inside the source.
-    """
-    composed = np.linalg.inv(volume.affine) @ target.affine
-    if world is not None:
-        composed = np.linalg.inv(volume.affine) @ world @ target.affine
-    matrix, offset = composed[:3, :3], composed[:3, 3]
-    order = 1 if interpolation == "linear" else 0
-    values = ndimage.affine_transform(
-        volume.array,
-        matrix,
-        offset=offset,
-        output_shape=target.shape,
-        order=order,
-        mode="nearest",
-        prefilter=False,
-    ).astype(np.float32, copy=False)
-
-    # The map is affine and the target grid convex: if its 8 corners land inside the source,
-    # every voxel does, and the (costly) inside mask is not needed.
-    corners = np.array(np.meshgrid(*[(0, n - 1) for n in target.shape], indexing="ij"))
-    corners = corners.reshape(3, -1).T @ matrix.T + offset
-    upper = np.asarray(volume.shape) - 0.5
-    if np.all((corners >= -0.5) & (corners < upper)):
-        return values, 1.0
-    inside = ndimage.affine_transform(
-        np.ones(volume.shape, dtype=np.uint8),
-        matrix,
-        offset=offset,
-        output_shape=target.shape,
-        order=0,
-        mode="grid-constant",
-        cval=0,
-        prefilter=False,
-    ).astype(bool)
-    values[~inside] = 0.0
-    return values, float(inside.mean())
+def _engine(mode: str, engine: str | None) -> str:
+    if engine is None:
+        return _DEFAULT_ENGINE.get(mode, "sitk")
+    return check_option(engine, registration.ENGINES, "engine")
 
 
 def _resize_fov(volume: Volume, target: Volume, interpolation: str) -> np.ndarray:
@@ -464,111 +466,3 @@ def _resize_fov(volume: Volume, target: Volume, interpolation: str) -> np.ndarra
     else:
         resized = F.interpolate(tensor, size=target.shape, mode="nearest-exact")
     return resized[0, 0].numpy().astype(np.float32, copy=False)
-
-
-# ----------------------------------------------------------------------------- registration
-
-
-def _register(moving: Volume, fixed: Volume) -> np.ndarray:
-    """Rigid then affine registration of ``moving`` onto ``fixed`` with SimpleITK.
-
-    Mattes mutual information on percentile-clipped, min-max normalised intensities; images are
-    block-averaged to at most 48 voxels per axis, then two resolution levels (shrink 2, 1);
-    centred moments initialiser; random metric sampling with a fixed seed on one thread, so the
-    result is deterministic.
-
-    Returns:
-        4x4 matrix (RAS, mm) mapping target world coordinates to context world coordinates.
-
-    Raises:
-        InputError: the registration failed (e.g. no overlap after initialisation).
-    """
-    fixed_image = _registration_image(fixed)
-    moving_image = _registration_image(moving)
-    # ITK's metric threads split work dynamically, so sums (and the result) vary run to run;
-    # one thread makes it reproducible, and on these small images it is as fast. The setting is
-    # process-wide, so it is restored afterwards.
-    num_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        rigid = sitk.Euler3DTransform(
-            sitk.CenteredTransformInitializer(
-                fixed_image,
-                moving_image,
-                sitk.Euler3DTransform(),
-                sitk.CenteredTransformInitializerFilter.MOMENTS,
-            )
-        )
-        _optimise(fixed_image, moving_image, rigid, iterations=100)
-        affine = sitk.AffineTransform(3)
-        affine.SetCenter(rigid.GetCenter())
-        affine.SetMatrix(rigid.GetMatrix())
-        affine.SetTranslation(rigid.GetTranslation())
-        _optimise(fixed_image, moving_image, affine, iterations=100)
-    except RuntimeError as error:
-        raise InputError(
-            f"context '{moving.name}': affine registration onto target '{fixed.name}' failed "
-            f"({error}); try mode='physical' or mode='fov'"
-        ) from error
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(num_threads)
-    # ITK: x_moving = A (x - c) + c + t, in LPS. Turn it into one 4x4 matrix, then into RAS.
-    matrix = np.asarray(affine.GetMatrix(), dtype=np.float64).reshape(3, 3)
-    center = np.asarray(affine.GetCenter(), dtype=np.float64)
-    translation = np.asarray(affine.GetTranslation(), dtype=np.float64)
-    world_lps = np.eye(4)
-    world_lps[:3, :3] = matrix
-    world_lps[:3, 3] = translation + center - matrix @ center
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return flip @ world_lps @ flip
-
-
-def _registration_image(volume: Volume) -> sitk.Image:
-    data = normalize_intensity(volume.array, clip_percentiles=_REGISTRATION_CLIP, name=volume.name)
-    image = _to_sitk(data, volume.affine)
-    factors = [max(1, int(np.ceil(n / _REGISTRATION_MAX_SIZE))) for n in image.GetSize()]
-    if max(factors) > 1:
-        image = sitk.BinShrink(image, factors)  # block averages: anti-aliased and fast
-    return image
-
-
-def _optimise(
-    fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, *, iterations: int
-) -> None:
-    """Optimise ``transform`` in place (Mattes MI, regular-step gradient descent, two levels)."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetNumberOfThreads(1)
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.15, _REGISTRATION_SEED)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0,
-        minStep=1e-3,
-        numberOfIterations=iterations,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-8,
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    method.SetInitialTransform(transform, inPlace=True)
-    method.Execute(fixed, moving)
-    logger.debug(
-        "registration stopped after %d iterations: %s (metric %.4f)",
-        method.GetOptimizerIteration(),
-        method.GetOptimizerStopConditionDescription(),
-        method.GetMetricValue(),
-    )
-
-
-def _describe_transform(world: np.ndarray, target: Volume) -> str:
-    """E.g. ``"rigid+affine, Mattes MI; centre shift (1.0,-2.5,0.0) mm, scale 0.91-0.93"``."""
-    centre = target.affine @ np.append((np.asarray(target.shape) - 1) / 2.0, 1.0)
-    shift = ",".join(f"{v:.1f}" for v in (world @ centre - centre)[:3])
-    scales = np.linalg.svd(world[:3, :3], compute_uv=False)
-    return (
-        f"rigid+affine, Mattes MI; centre shift ({shift}) mm, "
-        f"scale {scales.min():.2f}-{scales.max():.2f}"
-    )
