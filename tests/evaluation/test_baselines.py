@@ -11,9 +11,15 @@ from medverse.evaluation.baselines import (
     clear_registration_cache,
     context_mean,
     identity,
+    joint_label_fusion,
     multi_atlas,
+    multi_atlas_sitk,
+    nl_means,
+    noise_sigma,
+    register_to_target,
 )
-from medverse.evaluation.metrics import dice
+from medverse.evaluation.metrics import dice, psnr
+from medverse.registration import Registration, RegistrationCache
 
 SPACING = (1.5, 1.0, 2.0)
 
@@ -105,3 +111,82 @@ def test_bad_inputs_name_the_problem(subject):
         multi_atlas(image, [], [], spacing=SPACING, task_family="segmentation")
     with pytest.raises(InputError, match="task_family must be one of"):
         context_mean(image, [image], [mask], spacing=SPACING, task_family="segmentaton")
+
+
+# ------------------------------------------------------------ engines, JLF and non-local means
+
+
+def _moved_subjects(image, mask):
+    """Three contexts: the subject shifted and slightly scaled in three ways."""
+    contexts = []
+    for shift, zoom in (((3, -2, 0), 1.0), ((-2, 2, 1), 1.06), ((1, 3, -2), 0.95)):
+        matrix = np.eye(3) / zoom
+        centre = (np.asarray(image.shape) - 1) / 2
+        offset = centre - matrix @ centre - np.asarray(shift)
+        contexts.append(
+            (
+                ndimage.affine_transform(image, matrix, offset=offset, order=1, mode="nearest"),
+                ndimage.affine_transform(mask.astype(np.float32), matrix, offset=offset, order=0),
+            )
+        )
+    return [c[0] for c in contexts], [c[1] for c in contexts]
+
+
+def test_both_engines_and_the_old_entry_points_work(subject, tmp_path):
+    image, mask = subject
+    images, masks = _moved_subjects(image, mask)
+    kwargs = {"spacing": (1.0, 1.0, 1.0), "task_family": "segmentation"}
+    naive = dice(context_mean(image, images, masks, **kwargs), mask)
+    for fused in (
+        multi_atlas(image, images, masks, engine="sitk", **kwargs),
+        multi_atlas_sitk(image, images, masks, **kwargs),
+        multi_atlas(image, images, masks, kind="affine", **kwargs),
+        multi_atlas(image, images, masks, demons_iterations=0, engine="sitk", **kwargs),
+    ):
+        assert set(np.unique(fused)) <= {0.0, 1.0}
+        assert dice(fused, mask) > max(0.9, naive)
+    reg = register_to_target(image, images[0], spacing=(1.0, 1.0, 1.0))
+    assert isinstance(reg, Registration) and reg.engine == "sitk" and reg.kind == "deformable"
+    assert dice(reg.warp(masks[0], interpolation="nearest"), mask) > 0.9
+
+    clear_registration_cache()
+    cache = RegistrationCache(tmp_path)
+    first = multi_atlas(image, images, masks, cache=cache, **kwargs)
+    assert len(list(tmp_path.glob("*/*.npz"))) == 6  # 3 affine + 3 deformable entries
+    clear_registration_cache()  # the disk cache still answers
+    reg = register_to_target(image, images[0], spacing=(1.0, 1.0, 1.0), engine="ants", cache=cache)
+    assert reg.cached
+    np.testing.assert_array_equal(multi_atlas(image, images, masks, cache=cache, **kwargs), first)
+
+
+def test_joint_label_fusion_beats_the_trivial_baseline(subject):
+    image, mask = subject
+    images, masks = _moved_subjects(image, mask)
+    kwargs = {"spacing": (1.0, 1.0, 1.0), "task_family": "segmentation"}
+    fused = joint_label_fusion(image, images, masks, **kwargs)
+    assert fused.shape == mask.shape and set(np.unique(fused)) <= {0.0, 1.0}
+    assert dice(fused, mask) > 0.9 > dice(context_mean(image, images, masks, **kwargs), mask)
+    assert joint_label_fusion.task_families == ("segmentation",)
+    with pytest.raises(InputError, match="segmentation, not image tasks"):
+        joint_label_fusion(image, images, images, spacing=SPACING, task_family="enhancement")
+
+
+def test_nl_means_denoises_better_than_the_noisy_input(subject):
+    clean, _ = subject
+    rng = np.random.default_rng(0)
+
+    def noisy(array):
+        return (array + rng.normal(0.0, 0.06, array.shape)).astype(np.float32)
+
+    context_clean = [np.roll(clean, shift, axis=0) for shift in (2, -3)]
+    contexts = [noisy(c) for c in context_clean]
+    target = noisy(clean)
+    assert abs(noise_sigma(target) - 0.06) < 0.01
+    out = nl_means(target, contexts, context_clean, spacing=SPACING, task_family="enhancement")
+    assert out.shape == clean.shape and out.dtype == np.float32
+    before = psnr(target, clean, data_range=1.0)
+    after = psnr(out, clean, data_range=1.0)
+    assert after > before + 3.0, (before, after)
+    assert nl_means.task_families == ("enhancement",)
+    with pytest.raises(InputError, match="enhancement"):
+        nl_means(target, contexts, context_clean, spacing=SPACING, task_family="segmentation")

@@ -8,7 +8,15 @@ import typer
 
 __all__ = ["evaluate"]
 
-METHODS = ("medverse", "multi_atlas", "context_mean", "identity")
+METHODS = (
+    "medverse",
+    "multi_atlas",
+    "multi_atlas_sitk",
+    "joint_label_fusion",
+    "nl_means",
+    "context_mean",
+    "identity",
+)
 
 
 def evaluate(
@@ -72,8 +80,11 @@ def evaluate(
         build_kit,
         context_mean,
         identity,
+        joint_label_fusion,
         load_kit,
         multi_atlas,
+        multi_atlas_sitk,
+        nl_means,
     )
     from medverse.evaluation.kit import kit_shape
     from medverse.evaluation.protocol import evaluate as run_protocol
@@ -89,7 +100,14 @@ def evaluate(
         raise InputError("nothing to evaluate: use --kit (default), --kit-dir DIR or --dataset DIR")
     if dataset is not None and kit_dir is not None:
         raise InputError("--dataset and --kit-dir: give one of them")
-    table = {"multi_atlas": multi_atlas, "context_mean": context_mean, "identity": identity}
+    table = {
+        "multi_atlas": multi_atlas,
+        "multi_atlas_sitk": multi_atlas_sitk,
+        "joint_label_fusion": joint_label_fusion,
+        "nl_means": nl_means,
+        "context_mean": context_mean,
+        "identity": identity,
+    }
     chosen = {name: table[name] for name in wanted if name in table}
     model_hash = None
     if "medverse" in wanted:

@@ -16,7 +16,10 @@ from medverse.evaluation.baselines import (
     clear_registration_cache,
     context_mean,
     identity,
+    joint_label_fusion,
     multi_atlas,
+    multi_atlas_sitk,
+    nl_means,
     register_to_target,
 )
 from medverse.evaluation.kit import (
@@ -73,9 +76,12 @@ __all__ = [
     "evaluate",
     "hd95",
     "identity",
+    "joint_label_fusion",
     "load_kit",
     "mae",
     "multi_atlas",
+    "multi_atlas_sitk",
+    "nl_means",
     "nsd",
     "psnr",
     "register_to_target",
