@@ -4,16 +4,22 @@ Kit subjects (MNI152 2009 template, random smooth deformations) are re-acquired 
 scanners: each context subject gets its own field of view (random crop of 75-95 % per axis), its
 own voxel size (1.6-2.6 mm, anisotropic) and a head position that differs from the target's by a
 random shift (up to ±15 mm) and rotation (up to ±10°) written into its affine as the scanner
-would. Each mode then brings the context mask onto the target grid; we report the Dice of the
-aligned mask with the target's own mask (an upper bound for what in-context learning can use) and
-the seconds per context. No network is involved.
+would. Each method then brings the context mask onto the target grid (2 mm kit, 96x112x96); we
+report the Dice of the aligned mask with the target's own mask (an upper bound for what in-context
+learning and multi-atlas fusion can use) and the seconds per context (registration, if any, plus
+warping the image and one mask). Methods: the modes physical and fov, then every registration
+engine (ants, sitk) and kind (affine, deformable) of medverse.registration. No network is involved.
 
-Usage: python benchmarks/bench_alignment.py [--subjects 5]
+Then one 1 mm timing: the ANTs deformable path on a 181x217x181 kit subject (the MNI grid).
+
+Usage: python benchmarks/bench_alignment.py [--subjects 5] [--no-1mm]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -22,6 +28,7 @@ from scipy import ndimage
 from medverse.evaluation.kit import KitConfig, build_kit
 from medverse.io.context import ContextPair, align_pair
 from medverse.io.volume import Volume
+from medverse.registration import RegistrationCache, register
 
 TASKS = ("brain_mask", "white_matter", "hippocampus_aal", "thalamus_aal")
 
@@ -60,46 +67,107 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
 
 
+# (label, align mode, engine)
+METHODS = (
+    ("physical", "physical", None),
+    ("fov", "fov", None),
+    ("sitk affine (--align affine)", "affine", "sitk"),
+    ("ants affine", "affine", "ants"),
+    ("sitk deformable (affine + demons)", "deformable", "sitk"),
+    ("ants deformable (affine + SyN)", "deformable", "ants"),
+)
+
+
+def kit_table(subjects: int) -> None:
+    kit = build_kit(KitConfig(num_subjects=subjects, tasks=TASKS))
+    rng = np.random.default_rng(0)
+    ids = kit.subject_ids
+    scores = {m[0]: {t: [] for t in TASKS} for m in METHODS}
+    seconds = {m[0]: [] for m in METHODS}
+    with tempfile.TemporaryDirectory() as folder:
+        # one cache per method: later tasks of a pair reuse the first task's registration, and a
+        # deformable method does not inherit the affine method's result (its time includes both)
+        caches = {
+            m[0]: RegistrationCache(os.path.join(folder, str(n))) for n, m in enumerate(METHODS)
+        }
+        for i, target_id in enumerate(ids):
+            context_id = ids[(i + 1) % len(ids)]
+            tgt_case = {t: kit.load_case(target_id, t) for t in TASKS}
+            ctx_case = {t: kit.load_case(context_id, t) for t in TASKS}
+            target = Volume(tgt_case[TASKS[0]].image, kit.affine, name=target_id)
+            img, masks, affine = reacquire(
+                ctx_case[TASKS[0]].image, {t: ctx_case[t].output for t in TASKS}, kit.affine, rng
+            )
+            for label, mode, engine in METHODS:
+                extra = {"engine": engine, "cache": caches[label]} if engine else {}
+                for index, t in enumerate(TASKS):
+                    pair = ContextPair(
+                        Volume(img, affine, name=context_id),
+                        Volume(masks[t], affine, name=f"{context_id}_{t}", kind="label"),
+                    )
+                    start = time.perf_counter()
+                    _, aligned, _ = align_pair(pair, target, mode=mode, **extra)
+                    if index == 0:  # the first task pays for the registration
+                        seconds[label].append(time.perf_counter() - start)
+                    scores[label][t].append(dice(aligned, tgt_case[t].output))
+    print(
+        f"{len(ids)} target/context pairs, kit grid {kit.config.shape} at {kit.config.spacing} mm, "
+        f"{os.cpu_count()} CPU cores\n"
+    )
+    print("| method | " + " | ".join(f"Dice {t}" for t in TASKS) + " | mean | s per context |")
+    print("|---|" + "---|" * (len(TASKS) + 2))
+    for label, per_task in scores.items():
+        means = [np.mean(v) for v in per_task.values()]
+        print(
+            f"| {label} | "
+            + " | ".join(f"{m:.3f}" for m in means)
+            + f" | {np.mean(means):.3f} | {np.mean(seconds[label]):.2f} |"
+        )
+    print("\nAAL structures (hippocampus, thalamus) only approximately fit the 2009 template.")
+
+
+def one_mm_timing() -> None:
+    """ANTs deformable on 1 mm 181x217x181 subjects (same grid): seconds and Dice."""
+    start = time.perf_counter()
+    kit = build_kit(
+        KitConfig(
+            num_subjects=2, spacing=1.0, shape=(181, 217, 181), tasks=("brain_mask", "white_matter")
+        )
+    )
+    built = time.perf_counter() - start
+    target_id, context_id = kit.subject_ids
+    rows = []
+    for kind in ("affine", "deformable"):
+        target_case = kit.load_case(target_id, "white_matter")
+        context_case = kit.load_case(context_id, "white_matter")
+        target = Volume(target_case.image, kit.affine, name=target_id)
+        context = Volume(context_case.image, kit.affine, name=context_id)
+        start = time.perf_counter()
+        reg = register(target, context, kind=kind, engine="ants")
+        registered = time.perf_counter() - start
+        start = time.perf_counter()
+        reg.warp(context.array)
+        warped = reg.warp(context_case.output, interpolation="nearest")
+        warp_seconds = time.perf_counter() - start
+        rows.append((kind, registered, warp_seconds, dice(warped, target_case.output)))
+    print(f"\n1 mm, grid (181, 217, 181), one context (kit built in {built:.0f} s)\n")
+    print("| ants kind | register s | warp image + mask s | total s | Dice white_matter |")
+    print("|---|---|---|---|---|")
+    for kind, registered, warp_seconds, score in rows:
+        print(
+            f"| {kind} | {registered:.1f} | {warp_seconds:.1f} | "
+            f"{registered + warp_seconds:.1f} | {score:.3f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", type=int, default=5)
+    parser.add_argument("--no-1mm", dest="one_mm", action="store_false")
     args = parser.parse_args()
-    kit = build_kit(KitConfig(num_subjects=args.subjects, tasks=TASKS))
-    rng = np.random.default_rng(0)
-    ids = kit.subject_ids
-    scores = {m: {t: [] for t in TASKS} for m in ("physical", "fov", "affine")}
-    seconds = {m: [] for m in scores}
-    for i, target_id in enumerate(ids):
-        context_id = ids[(i + 1) % len(ids)]
-        tgt_case = {t: kit.load_case(target_id, t) for t in TASKS}
-        ctx_case = {t: kit.load_case(context_id, t) for t in TASKS}
-        target = Volume(tgt_case[TASKS[0]].image, kit.affine, name=target_id)
-        img, masks, affine = reacquire(
-            ctx_case[TASKS[0]].image, {t: ctx_case[t].output for t in TASKS}, kit.affine, rng
-        )
-        for mode in scores:
-            for t in TASKS:
-                pair = ContextPair(
-                    Volume(img, affine, name=context_id),
-                    Volume(masks[t], affine, name=f"{context_id}_{t}", kind="label"),
-                )
-                start = time.perf_counter()
-                _, aligned, _ = align_pair(pair, target, mode=mode)
-                seconds[mode].append(time.perf_counter() - start)
-                scores[mode][t].append(dice(aligned, tgt_case[t].output))
-    print(
-        f"{len(ids)} target/context pairs, kit grid {kit.config.shape} at {kit.config.spacing} mm\n"
-    )
-    print("| mode | " + " | ".join(f"Dice {t}" for t in TASKS) + " | mean | s per context |")
-    print("|---|" + "---|" * (len(TASKS) + 2))
-    for mode, per_task in scores.items():
-        means = [np.mean(v) for v in per_task.values()]
-        print(
-            f"| {mode} | "
-            + " | ".join(f"{m:.3f}" for m in means)
-            + f" | {np.mean(means):.3f} | {np.mean(seconds[mode]):.2f} |"
-        )
-    print("\nAAL structures (hippocampus, thalamus) only approximately fit the 2009 template.")
+    kit_table(args.subjects)
+    if args.one_mm:
+        one_mm_timing()
 
 
 if __name__ == "__main__":
