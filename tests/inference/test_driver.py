@@ -18,7 +18,7 @@ class _Identity(MedverseNet):
     def encode_target(self, target):  # noqa: ANN001, ANN201
         return target
 
-    def decode(self, state, semantic, autoregressive=None):  # noqa: ANN001, ANN201
+    def decode(self, state, semantic, autoregressive=None, prior=None):  # noqa: ANN001, ANN201
         return state
 
 

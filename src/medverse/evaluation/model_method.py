@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from medverse.errors import InputError
 from medverse.inference.calibration import image_output
 from medverse.inference.driver import InferenceConfig, run_inference
+from medverse.inference.guided import GuidedContext, GuidedResult, guided_segmentation
 from medverse.io.context import normalize_intensity, relative_bounds
+from medverse.io.volume import Volume
 from medverse.model.network import MedverseNet
+from medverse.registration import RegistrationCache
 
-__all__ = ["ModelMethod"]
+__all__ = ["GUIDED_OUTPUTS", "MODEL_ALIGNMENTS", "ModelMethod"]
+
+#: How the method brings contexts to the target: as given (the kit's contexts share its grid),
+#: or registered (``"deformable"``: registration-guided segmentation, as ``--align deformable``).
+MODEL_ALIGNMENTS = ("none", "deformable")
+#: What a guided segmentation returns: the stacked blend (default), or one of its two parts.
+GUIDED_OUTPUTS = ("stacked", "network", "fusion")
 
 
 class ModelMethod:
@@ -24,16 +35,53 @@ class ModelMethod:
     output rescaled to the range the contexts imply (:func:`~medverse.io.context.output_range`),
     with ``calibrate`` (default, as in ``medverse predict``) after the in-context calibration of
     :mod:`medverse.inference.calibration`.
+
+    With ``align="deformable"``, segmentation is registration-guided
+    (:func:`~medverse.inference.guided.guided_segmentation`): contexts registered to the target
+    with ``engine``, network + fusion, and (``calibrate``) the leave-one-out stacking;
+    ``output`` picks the stacked blend or one part. :meth:`variant` gives the other parts from
+    the same computation (one guided run per draw serves all three).
     """
 
     task_families = ("segmentation", "transformation", "enhancement")
 
     def __init__(
-        self, net: MedverseNet, config: InferenceConfig | None = None, *, calibrate: bool = True
+        self,
+        net: MedverseNet,
+        config: InferenceConfig | None = None,
+        *,
+        calibrate: bool = True,
+        align: str = "none",
+        engine: str = "ants",
+        cache: RegistrationCache | None = None,
+        output: str = "stacked",
     ) -> None:
+        if align not in MODEL_ALIGNMENTS:
+            raise InputError(f"align must be one of {MODEL_ALIGNMENTS}, got {align!r}")
+        if output not in GUIDED_OUTPUTS:
+            raise InputError(f"output must be one of {GUIDED_OUTPUTS}, got {output!r}")
         self.net = net.eval()
         self.config = config or InferenceConfig(sw_batch_size=2)
         self.calibrate = calibrate
+        self.align = align
+        self.engine = engine
+        self.cache = cache
+        self.output = output
+        self._memo: dict[str, Any] = {"key": None, "result": None}
+
+    def variant(self, output: str) -> ModelMethod:
+        """The same method returning another part of a guided call, sharing its computation."""
+        other = ModelMethod(
+            self.net,
+            self.config,
+            calibrate=self.calibrate,
+            align=self.align,
+            engine=self.engine,
+            cache=self.cache,
+            output=output,
+        )
+        other._memo = self._memo
+        return other
 
     def _predict(self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray) -> np.ndarray:
         """Normalised ``(1, X, Y, Z)`` target and ``(L, 1, ...)`` pairs -> ``(1, X, Y, Z)``."""
@@ -41,6 +89,39 @@ class ModelMethod:
             torch.from_numpy(np.ascontiguousarray(a))[None] for a in (target, images, outputs)
         )
         return run_inference(self.net, t, ci, co, self.config).output[0].numpy()
+
+    def _guided(
+        self,
+        target_image: np.ndarray,
+        context_images: Sequence[np.ndarray],
+        context_outputs: Sequence[np.ndarray],
+        spacing: Any,
+    ) -> GuidedResult:
+        affine = np.diag([*(float(s) for s in (spacing or (1.0, 1.0, 1.0))), 1.0])
+        digest = hashlib.blake2b(digest_size=16)
+        for array in (target_image, *context_images, *context_outputs, affine):
+            digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        key = f"{digest.hexdigest()}:{self.calibrate}"
+        if self._memo["key"] != key:
+            target = Volume(target_image, affine, name="target")
+            contexts = [
+                GuidedContext(
+                    Volume(image, affine, name=f"context {i}"),
+                    (np.asarray(output) > 0.5).astype(np.float32)[None],
+                )
+                for i, (image, output) in enumerate(zip(context_images, context_outputs))
+            ]
+            result = guided_segmentation(
+                self.net,
+                target,
+                contexts,
+                config=self.config,
+                engine=self.engine,
+                cache=self.cache,
+                stack=self.calibrate,
+            )
+            self._memo.update(key=key, result=result)
+        return self._memo["result"]
 
     def __call__(
         self,
@@ -52,6 +133,10 @@ class ModelMethod:
         task_family: str = "segmentation",
     ) -> np.ndarray:
         segmentation = task_family == "segmentation"
+        if segmentation and self.align == "deformable":
+            result = self._guided(target_image, context_images, context_outputs, spacing)
+            part = {"stacked": result.raw, "network": result.network, "fusion": result.fusion}
+            return part[self.output][0]
         tgt = normalize_intensity(target_image)[None]
         images = np.stack([normalize_intensity(c) for c in context_images])[:, None]
         outs = [

@@ -8,6 +8,12 @@ encoder is shared by all classes), then combine: segmentation = argmax over clas
 contexts imply for the target (each aligned context's output range relative to its input's)
 and, by default, combined with the target as leave-one-out predictions of the contexts say
 (:mod:`medverse.inference.calibration`).
+
+Segmentation with ``align="deformable"`` is registration-guided
+(:mod:`medverse.inference.guided`): every context is registered to the target (affine, then
+deformable), its masks are warped as soft one-hot maps, the network refines their fusion in one
+full-resolution pass, and (``calibrate``) the network/fusion blend is chosen on leave-one-out
+predictions of the contexts.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ import torch
 from medverse.errors import InputError
 from medverse.inference.calibration import image_output
 from medverse.inference.driver import InferenceConfig, run_inference
+from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
 from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, relative_bounds
 from medverse.io.context_set import Context
 from medverse.io.volume import Volume, nifti_codes, read_volume, write_volume
 from medverse.model.network import MedverseNet
+from medverse.registration import RegistrationCache
 from medverse.types import PathLike
 from medverse.validation import check_option, check_same_grid, check_volume
 
@@ -166,6 +174,8 @@ class Predictor:
         seed: int = 0,
         classes: Sequence[int] | None = None,
         calibrate: bool = True,
+        engine: str = "ants",
+        cache: RegistrationCache | None = None,
     ) -> Prediction:
         """Predict the output of the contexts' task for ``target``.
 
@@ -176,7 +186,8 @@ class Predictor:
                 resampling), ``"physical"`` (world coordinates from the affines), ``"fov"``
                 (resize the whole volume), or ``"auto"``: ``"affine"``, except with
                 ``compat="released"`` where contexts on the target grid are used as given
-                (``"physical"``). Measured on the real-anatomy kit with contexts re-acquired on
+                (``"physical"``). ``"deformable"``: affine then deformable registration
+                (``engine``); segmentation is then registration-guided (see the module doc). Measured on the real-anatomy kit with contexts re-acquired on
                 other grids (benchmarks/bench_alignment.py): mean Dice of the aligned context
                 mask with the target mask 0.756 (affine), 0.440 (physical), 0.338 (fov).
             resample: False refuses contexts on another grid instead of resampling them.
@@ -189,7 +200,12 @@ class Predictor:
             calibrate: image tasks with 2+ contexts: combine the network's output with the
                 target as the contexts say, fitted on leave-one-out predictions of up to 4
                 contexts (:mod:`medverse.inference.calibration`; one extra network run each).
-                The coefficients are in ``summary["calibration"]``. Segmentation ignores it.
+                The coefficients are in ``summary["calibration"]``. Registration-guided
+                segmentation: choose the network/fusion blend on leave-one-out predictions
+                (``summary["stacking"]``); other segmentation ignores it.
+            engine: registration engine of ``align="deformable"`` (``"ants"`` or ``"sitk"``).
+            cache: on-disk registration cache (:class:`~medverse.registration.RegistrationCache`),
+                or None.
 
         Returns:
             :class:`Prediction`.
@@ -221,9 +237,23 @@ class Predictor:
             raise InputError(
                 f"contexts_per_draw must be in 1..{len(context)}, got {contexts_per_draw}"
             )
+        if align == "deformable" and context.task == "segmentation":
+            return self._predict_guided(
+                target,
+                context,
+                labels,
+                start=start,
+                clip_percentiles=clip_percentiles,
+                ensemble=ensemble,
+                contexts_per_draw=contexts_per_draw,
+                seed=seed,
+                calibrate=calibrate,
+                engine=engine,
+                cache=cache,
+            )
 
         images, outputs, notes, bounds = self._prepare_contexts(
-            target, context, align, resample, clip_percentiles, labels
+            target, context, align, resample, clip_percentiles, labels, engine, cache
         )
         tgt = normalize_intensity(target.array, clip_percentiles=clip_percentiles, name=target.name)
         draws = self._draws(len(context), ensemble, contexts_per_draw, seed)
@@ -246,9 +276,7 @@ class Predictor:
         raw = stack.mean(axis=0)
         std = stack.std(axis=0) if len(results) > 1 else None
         if context.task == "segmentation":
-            best = raw.argmax(axis=0)
-            lut = np.array(labels, dtype=np.int32)
-            array = np.where(raw.max(axis=0) > 0.5, lut[best], 0).astype(np.int32)
+            array = labels_from_raw(raw, labels)
         else:
 
             def predict(t: np.ndarray, ci: np.ndarray, co: np.ndarray) -> np.ndarray:
@@ -269,6 +297,71 @@ class Predictor:
         )
 
     # -- helpers ------------------------------------------------------------------------------
+    def _predict_guided(
+        self,
+        target: Volume,
+        context: Context,
+        labels: tuple[int, ...],
+        *,
+        start: float,
+        clip_percentiles: tuple[float, float] | None,
+        ensemble: int,
+        contexts_per_draw: int | None,
+        seed: int,
+        calibrate: bool,
+        engine: str,
+        cache: RegistrationCache | None,
+    ) -> Prediction:
+        """Registration-guided segmentation (``align="deformable"``); draws average ``raw``."""
+        contexts = [
+            GuidedContext(
+                pair.image,
+                np.stack([(pair.output.array == lab) for lab in labels]).astype(np.float32),
+            )
+            for pair in context
+        ]
+        subsets = [
+            subset for subset, _ in self._draws(len(context), ensemble, contexts_per_draw, seed)
+        ]
+        if contexts_per_draw is None:
+            subsets = subsets[:1]  # every draw would be the same call (flips do not apply)
+        results = [
+            guided_segmentation(
+                self.model,
+                target,
+                [contexts[i] for i in subset],
+                config=self.config,
+                engine=engine,
+                cache=cache,
+                stack=calibrate,
+                clip_percentiles=clip_percentiles,
+                device=self.device,
+            )
+            for subset in subsets
+        ]
+        stack = np.stack([r.raw for r in results])
+        raw = stack.mean(axis=0)
+        std = stack.std(axis=0) if len(results) > 1 else None
+        first = results[0]
+        summary = {
+            "levels": 1,
+            "windows": [],
+            "contexts": len(context),
+            "draws": len(results),
+            "calibration": None,
+            "guided": True,
+            "stacking": first.stacking.to_dict() if first.stacking is not None else None,
+            "stacking_description": first.stacking.describe() if first.stacking else None,
+            "seconds": time.perf_counter() - start,
+            "peak_memory_gib": peak_memory_gib(),
+            "alignment": first.notes,
+            "classes": len(labels),
+        }
+        array = labels_from_raw(raw, labels)
+        return Prediction(
+            array, target.affine, context.task, raw, labels, std, target.path, summary
+        )
+
     def _prepare_contexts(
         self,
         target: Volume,
@@ -277,6 +370,8 @@ class Predictor:
         resample: bool,
         clip: tuple[float, float] | None,
         labels: tuple[int, ...],
+        engine: str = "ants",
+        cache: RegistrationCache | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[float, float]]]:
         """Contexts on the target grid: images ``(L, 1, X, Y, Z)``, outputs ``(L, K, X, Y, Z)``,
         alignment notes, and (image tasks) each aligned pair's :func:`relative_bounds`."""
@@ -291,7 +386,8 @@ class Predictor:
                     check_same_grid(
                         vol.shape, vol.affine, target.shape, target.affine, vol.name, target.name
                     )
-            image, output, note = align_pair(pair, target, mode=align)
+            extra = {"engine": engine, "cache": cache} if align == "deformable" else {}
+            image, output, note = align_pair(pair, target, mode=align, **extra)
             notes.append(note)
             images[i, 0] = normalize_intensity(image, clip_percentiles=clip, name=pair.image.name)
             if segmentation:

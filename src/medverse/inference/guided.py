@@ -1,0 +1,352 @@
+"""Registration-guided segmentation (ours; ``--align deformable``): fusion, network, stacking.
+
+With every context deformably registered to the target, the in-context task becomes local label
+fusion plus boundary refinement:
+
+* **fusion**: the mean of the warped soft context masks (one map per label; ``> 0.5`` is a
+  majority vote of soft masks).
+* **network**: one full-resolution pass with the aligned contexts and the AR pair (target,
+  fusion) (:func:`~medverse.inference.driver.run_inference` with ``prior=``); a network with a
+  prior gate starts from the fusion and departs from it where its head reads better.
+* **stacking** (in-context, like the calibration of image outputs): each of up to 4 contexts is
+  predicted from the others (leave one out) by both, and the blend
+  ``w * network + (1 - w) * fusion`` with ``w`` in :data:`STACK_WEIGHTS` whose thresholded
+  output has the best mean Dice against those contexts' own masks is applied to the target. It
+  uses only the contexts. Ties go to the smaller weight (fusion).
+
+Example:
+    >>> import numpy as np
+    >>> masks = np.zeros((3, 1, 8, 8, 8), np.float32); masks[:, :, 2:6, 2:6, 2:6] = 1
+    >>> fuse(masks).shape
+    (1, 8, 8, 8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from medverse.errors import InputError
+from medverse.inference.driver import InferenceConfig, run_inference
+from medverse.io.context import normalize_intensity
+from medverse.io.volume import Volume
+from medverse.model.network import MedverseNet
+from medverse.registration import RegistrationCache, register
+
+__all__ = [
+    "STACK_WEIGHTS",
+    "GuidedContext",
+    "GuidedResult",
+    "Stacking",
+    "align_contexts",
+    "fit_stacking",
+    "fuse",
+    "guided_network",
+    "guided_segmentation",
+    "labels_from_raw",
+    "leave_one_out",
+    "uncertain_box",
+]
+
+#: Network weights the stacking chooses from (0 = fusion only, 1 = network only).
+STACK_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MAX_STACKING_CONTEXTS = 4
+
+
+def fuse(soft_masks: np.ndarray) -> np.ndarray:
+    """Mean of ``(L, K, X, Y, Z)`` warped soft masks → ``(K, X, Y, Z)`` float32."""
+    soft = np.asarray(soft_masks, dtype=np.float32)
+    if soft.ndim != 5 or soft.shape[0] < 1:
+        raise InputError(f"soft masks must be (L, K, X, Y, Z) with L >= 1, got {soft.shape}")
+    return soft.mean(axis=0)
+
+
+def uncertain_box(
+    prior: np.ndarray, window: int, *, margin: int = 8, eps: float = 0.02
+) -> tuple[slice, slice, slice] | None:
+    """The box around every voxel where the prior is neither ~0 nor ~1, grown by ``margin``
+    voxels and to at least one window per axis (clipped to the volume); None when the prior is
+    certain everywhere.
+
+    ``prior``: ``(K, X, Y, Z)``.
+    """
+    uncertain = ((prior > eps) & (prior < 1.0 - eps)).any(axis=0)
+    if not uncertain.any():
+        return None
+    box = []
+    for axis, n in enumerate(uncertain.shape):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(uncertain.any(axis=other))
+        low, high = int(hit[0]) - margin, int(hit[-1]) + 1 + margin
+        if high - low < window:  # grow to one window, centred
+            grow = window - (high - low)
+            low, high = low - grow // 2, high + grow - grow // 2
+        low, high = max(low, 0), min(high, n)
+        if high - low < min(window, n):  # clipped at a border: shift back inside
+            low, high = (0, min(window, n)) if low == 0 else (max(n - window, 0), n)
+        box.append(slice(low, high))
+    return box[0], box[1], box[2]
+
+
+def guided_network(
+    net: MedverseNet,
+    target: np.ndarray,
+    images: np.ndarray,
+    soft_masks: np.ndarray,
+    config: InferenceConfig | None = None,
+    *,
+    prior: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    crop: bool = True,
+) -> np.ndarray:
+    """The network's guided output ``(K, X, Y, Z)``.
+
+    Args:
+        net: the network (eval mode).
+        target: ``(X, Y, Z)`` normalised to [0, 1].
+        images: ``(L, 1, X, Y, Z)`` aligned context images, normalised.
+        soft_masks: ``(L, K, X, Y, Z)`` aligned soft context masks.
+        config: driver settings.
+        prior: ``(K, X, Y, Z)``; default :func:`fuse` of ``soft_masks``.
+        device: where to run.
+        crop: run only on :func:`uncertain_box` (where the contexts disagree, plus a margin);
+            the output is the prior elsewhere (where every context says 0, or every one says 1).
+            Small structures then cost one or two windows instead of the whole volume.
+    """
+    prior = fuse(soft_masks) if prior is None else np.asarray(prior, dtype=np.float32)
+    box = (slice(None),) * 3
+    if crop:
+        found = uncertain_box(prior, net.config.window)
+        if found is None:
+            return prior.copy()
+        box = found
+    region = (Ellipsis, *box)
+    tensors = [
+        torch.from_numpy(np.ascontiguousarray(a[region], dtype=np.float32))[None].to(device)
+        for a in (target[None], images, soft_masks, prior)
+    ]
+    result = run_inference(net, *tensors[:3], config, prior=tensors[3])
+    output = prior.copy()
+    output[region] = result.output[0].float().cpu().numpy()
+    return output
+
+
+def labels_from_raw(raw: np.ndarray, labels: Sequence[int], threshold: float = 0.5) -> np.ndarray:
+    """``(K, X, Y, Z)`` raw maps → label map: argmax where the best exceeds ``threshold``."""
+    lut = np.asarray(labels, dtype=np.int32)
+    return np.where(raw.max(axis=0) > threshold, lut[raw.argmax(axis=0)], 0).astype(np.int32)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+@dataclass
+class Stacking:
+    """The chosen blend and what each candidate scored on the held-out contexts.
+
+    Attributes:
+        weight: the network's weight ``w`` (0 = fusion only).
+        scores: candidate weight → mean leave-one-out Dice.
+        contexts: how many contexts were held out.
+    """
+
+    weight: float
+    scores: dict[float, float] = field(default_factory=dict)
+    contexts: int = 0
+
+    def apply(self, network: np.ndarray, fusion: np.ndarray) -> np.ndarray:
+        """``w * network + (1 - w) * fusion``."""
+        return (self.weight * network + (1.0 - self.weight) * fusion).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {
+            "network_weight": self.weight,
+            "leave_one_out_dice": {str(w): round(s, 4) for w, s in self.scores.items()},
+            "contexts": self.contexts,
+        }
+
+    def describe(self) -> str:
+        scores = ", ".join(f"w={w:g}: {s:.3f}" for w, s in self.scores.items())
+        return (
+            f"stacked w={self.weight:g} * network + {1 - self.weight:g} * fusion "
+            f"(leave-one-out Dice on {self.contexts} contexts: {scores})"
+        )
+
+
+def fit_stacking(
+    held_out: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    weights: Sequence[float] = STACK_WEIGHTS,
+) -> Stacking:
+    """Choose the network weight from leave-one-out predictions.
+
+    Args:
+        held_out: per held-out context ``(network (K, ...), fusion (K, ...), reference (K, ...))``
+            with ``reference`` that context's own binary masks, one per label.
+        weights: candidate network weights.
+
+    Returns:
+        :class:`Stacking` (ties: the smaller weight).
+
+    Raises:
+        InputError: nothing held out.
+    """
+    if not held_out:
+        raise InputError("stacking needs at least one held-out context (2 or more contexts)")
+    scores = {}
+    for w in weights:
+        dice = []
+        for network, fusion, reference in held_out:
+            blend = w * network + (1.0 - w) * fusion
+            for k in range(reference.shape[0]):
+                dice.append(_dice(blend[k] > 0.5, reference[k] > 0.5))
+        scores[float(w)] = float(np.mean(dice))
+    best = max(scores.values())
+    weight = min(w for w, s in scores.items() if s >= best - 1e-12)
+    return Stacking(weight=weight, scores=scores, contexts=len(held_out))
+
+
+def leave_one_out(
+    num_contexts: int,
+    predict: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    max_contexts: int = MAX_STACKING_CONTEXTS,
+) -> Stacking:
+    """Run ``predict(j)`` for the first ``min(num_contexts, max_contexts)`` contexts and fit.
+
+    ``predict(j)`` returns ``(network, fusion, reference)`` for context ``j`` predicted from the
+    others (registered to it).
+    """
+    if num_contexts < 2:
+        raise InputError(f"stacking needs 2 or more contexts, got {num_contexts}")
+    return fit_stacking([predict(j) for j in range(min(num_contexts, max_contexts))])
+
+
+# -- registration-guided segmentation of volumes -------------------------------------------------
+
+
+@dataclass
+class GuidedContext:
+    """One context of a guided call: its image and its binary masks, one per label.
+
+    Attributes:
+        image: the context image (any grid; it is registered to the target).
+        masks: ``(K, X, Y, Z)`` 0/1 masks on the image's grid.
+    """
+
+    image: Volume
+    masks: np.ndarray
+
+
+@dataclass
+class GuidedResult:
+    """What a guided call produced, all ``(K, X, Y, Z)`` on the target grid.
+
+    Attributes:
+        raw: the chosen output (stacked, or the network's when stacking is off).
+        network: the network's guided output.
+        fusion: the mean warped soft masks.
+        stacking: the fitted blend, or None.
+        notes: one line per context (the registration used).
+    """
+
+    raw: np.ndarray
+    network: np.ndarray
+    fusion: np.ndarray
+    stacking: Stacking | None
+    notes: list[str]
+
+
+def align_contexts(
+    fixed: Volume,
+    contexts: Sequence[GuidedContext],
+    *,
+    engine: str = "ants",
+    cache: RegistrationCache | None = None,
+    clip_percentiles: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Register every context to ``fixed`` (affine, then deformable) and warp it.
+
+    Returns:
+        ``(images (L, 1, X, Y, Z)`` normalised, ``soft masks (L, K, X, Y, Z)`` (each binary
+        mask warped linearly), one note per context ``)``.
+    """
+    num_labels = contexts[0].masks.shape[0]
+    images = np.empty((len(contexts), 1, *fixed.shape), np.float32)
+    soft = np.empty((len(contexts), num_labels, *fixed.shape), np.float32)
+    notes = []
+    for i, context in enumerate(contexts):
+        reg = register(fixed, context.image, kind="deformable", engine=engine, cache=cache)
+        warped = reg.warp(context.image.array, interpolation="linear")
+        images[i, 0] = normalize_intensity(
+            warped, clip_percentiles=clip_percentiles, name=context.image.name
+        )
+        for k in range(num_labels):
+            soft[i, k] = np.clip(reg.warp(context.masks[k], interpolation="linear"), 0.0, 1.0)
+        notes.append(reg.describe())
+    return images, soft, notes
+
+
+def guided_segmentation(
+    net: MedverseNet,
+    target: Volume,
+    contexts: Sequence[GuidedContext],
+    *,
+    config: InferenceConfig | None = None,
+    engine: str = "ants",
+    cache: RegistrationCache | None = None,
+    stack: bool = True,
+    clip_percentiles: tuple[float, float] | None = None,
+    device: torch.device | str = "cpu",
+) -> GuidedResult:
+    """Registration-guided segmentation of ``target`` from ``contexts`` (see the module doc).
+
+    Args:
+        net: the network (eval mode); with a prior gate it starts from the fusion.
+        target: the target image.
+        contexts: images and binary masks (one per label, the same labels for every context).
+        config: driver settings.
+        engine: registration engine (:data:`medverse.registration.ENGINES`).
+        cache: on-disk registration cache, or None.
+        stack: choose the network/fusion blend on leave-one-out predictions of up to 4
+            contexts (needs 2 or more contexts; otherwise the network's output is returned).
+        clip_percentiles: clip images before min-max normalisation (CT).
+        device: where the network runs.
+
+    Raises:
+        InputError: no contexts, masks of different label counts, or a registration failed
+            (the message names the context).
+    """
+    if not contexts:
+        raise InputError("a guided call needs at least one context")
+    if len({c.masks.shape[0] for c in contexts}) != 1:
+        raise InputError("every context needs the same number of label masks")
+    clip = clip_percentiles
+
+    def predict(
+        fixed: Volume, others: Sequence[GuidedContext]
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        images, soft, notes = align_contexts(
+            fixed, others, engine=engine, cache=cache, clip_percentiles=clip
+        )
+        fusion = fuse(soft)
+        tgt = normalize_intensity(fixed.array, clip_percentiles=clip, name=fixed.name)
+        network = guided_network(net, tgt, images, soft, config, prior=fusion, device=device)
+        return network, fusion, notes
+
+    network, fusion, notes = predict(target, contexts)
+    stacking = None
+    if stack and len(contexts) >= 2:
+
+        def held_out(j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            others = [c for i, c in enumerate(contexts) if i != j]
+            net_j, fusion_j, _ = predict(contexts[j].image, others)
+            return net_j, fusion_j, contexts[j].masks
+
+        stacking = leave_one_out(len(contexts), held_out)
+    raw = stacking.apply(network, fusion) if stacking is not None else network
+    return GuidedResult(raw, network, fusion, stacking, notes)
