@@ -148,4 +148,4 @@ def evaluate(
     typer.echo(f"report: {index}")
     summary = out / "summary.md"
     if summary.is_file():
-        typer.echo(summary.read_text())
+        typer.echo(summary.read_text(encoding="utf-8"))
