@@ -269,3 +269,23 @@ def test_unreadable_gzip_is_not_a_traceback(tmp_path, model_dir, case) -> None:
         tmp_path / "o.nii.gz",
     )
     assert code == 1 and "bad.nii.gz" in text
+
+
+@pytest.mark.slow
+def test_predict_align_deformable_through_the_entry_point(tmp_path) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "synthetic"
+    out = tmp_path / "pred.nii.gz"
+    cmd = [
+        "medverse", "predict", "--target", str(root / "target.nii.gz"),
+        "--contexts-from", str(root / "contexts"), "--align", "deformable",
+        "--cache-dir", str(tmp_path / "cache"), "--output", str(out),
+    ]  # fmt: skip
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "stacked w=" in first.stderr and "registration-guided" in first.stdout
+    assert out.is_file() and any((tmp_path / "cache").rglob("*"))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("; cached") >= 3  # every context's registration read back

@@ -209,6 +209,7 @@ class Align(str, Enum):
     affine = "affine"
     physical = "physical"
     fov = "fov"
+    deformable = "deformable"
 
 
 class Device(str, Enum):
@@ -316,8 +317,19 @@ def predict(
     ),
     align: Align = typer.Option(
         Align.auto,
-        help="How contexts reach the target grid: affine (registration), physical (world "
-        "coordinates), fov (resize whole volume); auto = affine, or physical with --compat released.",
+        help="How contexts reach the target grid: affine (registration), deformable (affine + "
+        "ANTs SyN; segmentation is then registration-guided: network + fusion of the warped "
+        "masks, blend chosen on the contexts), physical (world coordinates), fov (resize whole "
+        "volume); auto = affine, or physical with --compat released.",
+    ),
+    cache_dir: Path = typer.Option(
+        None,
+        "--cache-dir",
+        help="Registration cache for --align deformable (default: $MEDVERSE_CACHE_DIR or "
+        "~/.cache/medverse/registrations).",
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Do not read or write the registration cache."
     ),
     no_resample: bool = typer.Option(
         False, "--no-resample", help="Refuse contexts on another grid instead of resampling."
@@ -432,6 +444,10 @@ def predict(
         seed=seed,
         calibrate=calibrate,
     )
+    if align.value == "deformable":
+        from medverse.registration import RegistrationCache, default_cache_dir
+
+        options["cache"] = None if no_cache else RegistrationCache(cache_dir or default_cache_dir())
     if cohort:
         _predict_cohort(predictor, pairs, options, targets_from, output_dir, trained_on,
                         raw=raw, overwrite=overwrite, progress=progress, info=dist_info)  # fmt: skip
@@ -448,8 +464,15 @@ def predict(
     if uncertainty is not None:
         written.append(result.save_uncertainty(uncertainty))
     s = result.summary
+    if s.get("stacking_description"):
+        typer.echo(s["stacking_description"], err=True)
+    passes = (
+        "registration-guided (one full-resolution pass)"
+        if s.get("guided")
+        else f"levels {s['levels']} {s['plan']}, windows {'+'.join(map(str, s['windows']))}"
+    )
     typer.echo(
-        f"{result.task}: levels {s['levels']} {s['plan']}, windows {'+'.join(map(str, s['windows']))}, "
+        f"{result.task}: {passes}, "
         f"contexts {s['contexts']}, classes {s['classes']}, draws {s['draws']}, "
         + (f"calibrated {s['calibration']['weights']}, " if s.get("calibration") else "")
         + f"{s['seconds']:.1f} s, peak memory {s['peak_memory_gib']:.2f} GiB -> {', '.join(map(str, written))}"
