@@ -189,26 +189,28 @@ class Registration:
         further out become 0.
 
         Args:
-            moving_array: ``(X, Y, Z)`` on the moving volume's grid (its image, mask, ...).
+            moving_array: ``(X, Y, Z)`` on the moving volume's grid (its image, mask, ...), or
+                ``(N, X, Y, Z)``: N arrays warped with one computation of the mapping.
             interpolation: ``"linear"`` (images) or ``"nearest"`` (masks, label maps).
 
         Returns:
-            Float32 array of the fixed grid's shape.
+            Float32 array of the fixed grid's shape (with the leading ``N`` of a stack).
 
         Raises:
             InputError: the array is not on the moving grid, or an unknown interpolation.
         """
         interpolation = check_option(interpolation, ("linear", "nearest"), "interpolation")
         data = np.asarray(moving_array, dtype=np.float32)
-        if data.shape != self.moving_shape:
+        if data.shape[-3:] != self.moving_shape or data.ndim not in (3, 4):
             raise InputError(
                 f"'{self.moving_name}': cannot warp an array of shape {data.shape}; the "
                 f"registration expects the moving grid {format_shape(self.moving_shape)}"
             )
-        values, coverage = self._map(data, 1 if interpolation == "linear" else 0)
+        stack = data if data.ndim == 4 else data[None]
+        values, coverage = self._map(stack, 1 if interpolation == "linear" else 0)
         self._coverage = coverage
         assert values is not None
-        return values
+        return values if data.ndim == 4 else values[0]
 
     @property
     def coverage(self) -> float:
@@ -238,19 +240,20 @@ class Registration:
             text += f", displacement up to {self.max_displacement:.1f} mm"
         return text + ("; cached" if self.cached else f"; {self.seconds:.1f} s")
 
-    def _map(self, data: np.ndarray | None, order: int) -> tuple[np.ndarray | None, float]:
+    def _map(self, stack: np.ndarray | None, order: int) -> tuple[np.ndarray | None, float]:
+        """``(N, *moving_shape)`` arrays (or None: coverage only) -> ``(N, *fixed_shape)``."""
         if self.field is None:
-            if data is None:
-                data = np.zeros(self.moving_shape, dtype=np.float32)
-            return resample_to_grid(
-                data,
-                self.moving_affine,
-                self.fixed_shape,
-                self.fixed_affine,
-                "linear" if order == 1 else "nearest",
-                self.world,
-            )
-        return _warp_with_field(self, data, order)
+            arrays = [np.zeros(self.moving_shape, np.float32)] if stack is None else list(stack)
+            mode = "linear" if order == 1 else "nearest"
+            results = [
+                resample_to_grid(
+                    a, self.moving_affine, self.fixed_shape, self.fixed_affine, mode, self.world
+                )
+                for a in arrays
+            ]
+            values = None if stack is None else np.stack([v for v, _ in results])
+            return values, results[0][1]
+        return _warp_with_field(self, stack, order)
 
 
 _METHOD_NAMES = {
@@ -319,7 +322,8 @@ def resample_to_grid(
 def _warp_with_field(
     reg: Registration, data: np.ndarray | None, order: int
 ) -> tuple[np.ndarray | None, float]:
-    """Map every fixed voxel centre ``x`` to ``world @ (x + u(x))`` and sample there."""
+    """Map every fixed voxel centre ``x`` to ``world @ (x + u(x))`` and sample each of the
+    ``(N, *moving_shape)`` arrays there (the mapping is computed once for all of them)."""
     assert reg.field is not None and reg.field_affine is not None
     to_field = np.linalg.inv(reg.field_affine) @ reg.fixed_affine  # fixed index -> field index
     to_moving = np.linalg.inv(reg.moving_affine) @ reg.world  # world (RAS) -> moving index
@@ -327,7 +331,7 @@ def _warp_with_field(
     linear = to_moving[:3, :3]  # a displacement (mm) -> moving index offset
     nx, ny, nz = reg.fixed_shape
     upper = (np.asarray(reg.moving_shape, dtype=np.float64) - 0.5)[:, None]
-    out = None if data is None else np.empty(reg.fixed_shape, dtype=np.float32)
+    out = None if data is None else np.empty((len(data), *reg.fixed_shape), dtype=np.float32)
     inside_total = 0
     step = max(1, _WARP_CHUNK // max(1, ny * nz))
     yz = np.indices((ny, nz), dtype=np.float64).reshape(2, -1)
@@ -356,11 +360,12 @@ def _warp_with_field(
         inside = np.all((coords >= -0.5) & (coords < upper), axis=0)
         inside_total += int(inside.sum())
         if data is not None and out is not None:
-            values = ndimage.map_coordinates(
-                data, coords, order=order, mode="nearest", prefilter=False
-            ).astype(np.float32, copy=False)
-            values[~inside] = 0.0
-            out[x0:x1] = values.reshape(count, ny, nz)
+            for n, array in enumerate(data):
+                values = ndimage.map_coordinates(
+                    array, coords, order=order, mode="nearest", prefilter=False
+                ).astype(np.float32, copy=False)
+                values[~inside] = 0.0
+                out[n, x0:x1] = values.reshape(count, ny, nz)
     return out, inside_total / float(nx * ny * nz)
 
 

@@ -178,7 +178,7 @@ def test_guided_steps_train_segmentation_with_registered_contexts(make_config) -
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     train_step(net, optimizer, batch, grad_clip=0.0)
     assert gate.weight.abs().sum() > 0
-    assert make_config(guided_prob=0.0) and not StepBuilder(train_sets, make_config()).is_guided(0)
+    assert not StepBuilder(train_sets, make_config(guided_prob=0.0)).is_guided(0)
     for bad in (-0.1, 1.5):
         with pytest.raises(InputError, match="guided_prob"):
             make_config(guided_prob=bad)

@@ -97,7 +97,8 @@ class ModelMethod:
         context_outputs: Sequence[np.ndarray],
         spacing: Any,
     ) -> GuidedResult:
-        affine = np.diag([*(float(s) for s in (spacing or (1.0, 1.0, 1.0))), 1.0])
+        spacing = (1.0, 1.0, 1.0) if spacing is None else spacing
+        affine = np.diag([*(float(s) for s in spacing), 1.0])
         digest = hashlib.blake2b(digest_size=16)
         for array in (target_image, *context_images, *context_outputs, affine):
             digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())

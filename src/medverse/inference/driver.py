@@ -190,36 +190,28 @@ def run_inference(
                 f"prior shape {tuple(prior.shape)} does not match the target {shape} with "
                 f"{context_out.shape[2]} outputs"
             )
-        try:
-            with torch.inference_mode():
+    try:
+        with torch.inference_mode():
+            if prior is not None:
                 if on_level is not None:
                     on_level(plan.num_levels, plan.num_levels)
                 grid = tuple(max(n, window) for n in target.shape[-3:])
-                prior = _pad_end(prior.to(target.dtype).clamp(0, 1), grid)
-                ar = (_pad_end(target[:, None], grid), prior[:, None])
-                pred, count = _sliding(
+                padded_prior = _pad_end(prior.to(target.dtype).clamp(0, 1), grid)
+                prev_pred, count = _sliding(
                     net,
                     _pad_end(target, grid),
                     _pad_end(context_in, grid),
                     _pad_end(context_out, grid),
-                    ar,
+                    (_pad_end(target[:, None], grid), padded_prior[:, None]),
                     cfg,
                     guided=True,
                 )
-        except (torch.OutOfMemoryError, RuntimeError) as err:
-            if not isinstance(err, torch.OutOfMemoryError) and "memory" not in str(err).lower():
-                raise
-            raise ResourceError(_oom_message(target, context_in, context_out, cfg, window)) from err
-        result.num_windows.append(count)
-        x, y, z = shape
-        result.output = pred[..., :x, :y, :z]
-        if return_levels:
-            result.level_outputs.append(result.output)
-        result.seconds = time.perf_counter() - start
-        return result
-    try:
-        with torch.inference_mode():
-            for level in plan.levels:
+                result.num_windows.append(count)
+                if return_levels:
+                    x, y, z = shape
+                    result.level_outputs.append(prev_pred[..., :x, :y, :z])
+            coarse_to_fine = plan.levels if prior is None else ()  # guided: the one pass above
+            for level in coarse_to_fine:
                 if on_level is not None:
                     on_level(level.index, plan.num_levels)
                 # A squashed level (released rule) resamples straight to W^3, as released.

@@ -320,11 +320,11 @@ class Predictor:
             )
             for pair in context
         ]
-        subsets = [
-            subset for subset, _ in self._draws(len(context), ensemble, contexts_per_draw, seed)
-        ]
-        if contexts_per_draw is None:
-            subsets = subsets[:1]  # every draw would be the same call (flips do not apply)
+        if contexts_per_draw is None or contexts_per_draw >= len(context):
+            subsets = [np.arange(len(context))]  # every draw would be this call (no flips here)
+        else:
+            draws = self._draws(len(context), ensemble, contexts_per_draw, seed)
+            subsets = [subset for subset, _ in draws]
         results = [
             guided_segmentation(
                 self.model,
