@@ -83,3 +83,45 @@ def test_evaluate_model_with_and_without_calibration(tmp_path) -> None:
     assert psnr["--calibrate"]["identity"] == psnr["--no-calibrate"]["identity"]
     # a random network is useless; calibrated on the contexts it leans on the input instead
     assert psnr["--calibrate"]["medverse"] > psnr["--no-calibrate"]["medverse"] + 3
+
+
+def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
+    """A zero-gate network returns the fusion prior, so network, fusion and stacked agree."""
+    import csv
+
+    import torch
+
+    from medverse.checkpoint.io import save_model
+    from medverse.model.config import ModelConfig
+    from medverse.model.network import MedverseNet
+
+    torch.manual_seed(0)
+    config = ModelConfig(channels=(2, 4, 4), window=16, prior_gate=True)
+    save_model(tmp_path / "tiny", MedverseNet(config).state_dict(), config, source="test")
+    methods = "medverse,medverse_network,medverse_fusion,multi_atlas"
+    args = ["evaluate", "--subjects", "3", "--spacing", "8", "--methods", methods]
+    args += ["--model", str(tmp_path / "tiny"), "-k", "2", "-n", "1", "--align", "deformable"]
+    args += ["--tasks", "brain_mask", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "r" / "cases.csv").open()))
+    dice: dict[str, list[float]] = {}
+    for row in rows:
+        assert row["status"] == "ok", row
+        dice.setdefault(row["method"], []).append(float(row["dice"]))
+    assert sorted(dice) == sorted(methods.split(","))
+    assert all(len(v) == 3 for v in dice.values())
+    assert dice["medverse_network"] == dice["medverse_fusion"] == dice["medverse"]
+    assert min(dice["medverse_fusion"]) > 0.5  # registered brain masks overlap the target
+    assert any((tmp_path / "cache").rglob("*"))  # registrations shared through the disk cache
+
+
+def test_evaluate_guided_parts_need_align_deformable(tmp_path) -> None:
+    import subprocess
+
+    cmd = ["medverse", "evaluate", "--out", str(tmp_path / "r"), "--methods", "medverse_fusion"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--align deformable" in res.stderr
+    assert "Traceback" not in res.stderr
+    bad = subprocess.run([*cmd[:4], "--align", "rigid"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "rigid" in bad.stderr and "Traceback" not in bad.stderr

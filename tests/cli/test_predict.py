@@ -289,3 +289,25 @@ def test_predict_align_deformable_through_the_entry_point(tmp_path) -> None:
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("; cached") >= 3  # every context's registration read back
+
+
+@pytest.mark.parametrize("which", ["constant", "far away"])
+def test_align_deformable_context_that_cannot_be_registered(
+    case, model_dir, tmp_path, which
+) -> None:
+    shape = (30, 26, 12)
+    if which == "constant":
+        bad = _save(tmp_path / "bad.nii.gz", np.full(shape, 7.0, np.float32))
+    else:  # the image lies 5 m from the target: no overlap to register on
+        far = AFFINE.copy()
+        far[:3, 3] += 5000.0
+        bad = _save(tmp_path / "bad.nii.gz", nib.load(case["a"]).get_fdata(), far)
+    out = tmp_path / "out.nii.gz"
+    code, text = run(
+        "--model", model_dir, "--target", case["t"], "-c", case["b"], case["b_seg"],
+        "-c", bad, case["a_seg"], "--align", "deformable", "--no-cache", "--output", out,
+    )  # fmt: skip
+    assert code == 1, text
+    assert text.startswith("error: ") and "bad.nii.gz" in text, text
+    assert "Traceback" not in text
+    assert not out.exists() and not list(tmp_path.glob("out*"))

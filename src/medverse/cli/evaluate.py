@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -10,6 +11,8 @@ __all__ = ["evaluate"]
 
 METHODS = (
     "medverse",
+    "medverse_network",
+    "medverse_fusion",
     "multi_atlas",
     "multi_atlas_sitk",
     "joint_label_fusion",
@@ -48,7 +51,28 @@ def evaluate(
         None, "--model", "-m", help="Registered name or weights path; omit for baselines only."
     ),
     methods: str = typer.Option(
-        "medverse,multi_atlas,context_mean,identity", help="Comma-separated methods."
+        "medverse,multi_atlas,joint_label_fusion,nl_means,context_mean,identity",
+        help="Comma-separated methods. medverse_network / medverse_fusion (with --align "
+        "deformable): the two parts of the guided segmentation, from the same runs.",
+    ),
+    align: str = typer.Option(
+        "none",
+        "--align",
+        help="How the model's contexts reach the target: none (as the protocol gives them, on "
+        "the target grid), affine or deformable (registered; deformable segmentation is "
+        "registration-guided, as medverse predict --align deformable).",
+    ),
+    engine: str = typer.Option(
+        "ants", help="Registration engine of --align and of the registering baselines."
+    ),
+    cache_dir: Path = typer.Option(
+        None,
+        "--cache-dir",
+        help="Registration cache shared by the model and the baselines (default: "
+        "$MEDVERSE_CACHE_DIR or ~/.cache/medverse/registrations).",
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Do not read or write the registration cache."
     ),
     tasks: str = typer.Option(
         None, help="Comma-separated task names (default: all of the dataset's)."
@@ -72,6 +96,8 @@ def evaluate(
     \b
     Example:
       medverse evaluate --out report/ --model medverse-small --spacing 3.5
+      medverse evaluate --out report/ --model medverse-small --align deformable \
+          --methods medverse,medverse_network,medverse_fusion,multi_atlas,joint_label_fusion
       medverse evaluate --out report/ --model medverse-small --dataset Dataset001_Liver/
     """
     from medverse.errors import InputError
@@ -87,8 +113,10 @@ def evaluate(
         nl_means,
     )
     from medverse.evaluation.kit import kit_shape
+    from medverse.evaluation.model_method import MODEL_ALIGNMENTS
     from medverse.evaluation.protocol import evaluate as run_protocol
     from medverse.evaluation.report import write_report
+    from medverse.registration import ENGINES, RegistrationCache, default_cache_dir
 
     if not out.parent.is_dir():
         raise InputError(f"'{out}': parent folder '{out.parent}' does not exist")
@@ -96,21 +124,39 @@ def evaluate(
     unknown = sorted(set(wanted) - set(METHODS))
     if unknown:
         raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if align not in MODEL_ALIGNMENTS:
+        raise typer.BadParameter(
+            f"{align!r}; choose from {list(MODEL_ALIGNMENTS)}", param_hint="--align"
+        )
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"{engine!r}; choose from {list(ENGINES)}", param_hint="--engine")
+    parts = [m for m in wanted if m in ("medverse_network", "medverse_fusion")]
+    if parts and align != "deformable":
+        raise typer.BadParameter(
+            f"{parts} are parts of the registration-guided segmentation: add --align deformable",
+            param_hint="--methods",
+        )
     if not kit and kit_dir is None and dataset is None:
         raise InputError("nothing to evaluate: use --kit (default), --kit-dir DIR or --dataset DIR")
     if dataset is not None and kit_dir is not None:
         raise InputError("--dataset and --kit-dir: give one of them")
+    cache = None if no_cache else RegistrationCache(cache_dir or default_cache_dir())
+    registering = {"engine": engine, "cache": cache}
     table = {
-        "multi_atlas": multi_atlas,
+        "multi_atlas": partial(multi_atlas, **registering),
         "multi_atlas_sitk": multi_atlas_sitk,
-        "joint_label_fusion": joint_label_fusion,
+        "joint_label_fusion": partial(joint_label_fusion, **registering),
         "nl_means": nl_means,
         "context_mean": context_mean,
         "identity": identity,
     }
+    for method in table.values():
+        if isinstance(method, partial):
+            method.task_families = method.func.task_families  # type: ignore[attr-defined]
     chosen = {name: table[name] for name in wanted if name in table}
     model_hash = None
-    if "medverse" in wanted:
+    model_methods = [m for m in wanted if m.startswith("medverse")]
+    if model_methods:
         if model is None:
             typer.echo("no --model given: evaluating the baselines only", err=True)
         else:
@@ -119,7 +165,13 @@ def evaluate(
 
             net = load_model(model)
             model_hash = net.weights_sha256 or net.source
-            chosen = {"medverse": ModelMethod(net, calibrate=calibrate), **chosen}
+            stacked = ModelMethod(net, calibrate=calibrate, align=align, **registering)
+            variants = {
+                "medverse": stacked,
+                "medverse_network": stacked.variant("network"),
+                "medverse_fusion": stacked.variant("fusion"),
+            }
+            chosen = {**{m: variants[m] for m in model_methods}, **chosen}
     if not chosen:
         raise InputError("no method left to run")
     if dataset is not None:

@@ -16,13 +16,15 @@ from medverse.inference.guided import GuidedContext, GuidedResult, guided_segmen
 from medverse.io.context import normalize_intensity, relative_bounds
 from medverse.io.volume import Volume
 from medverse.model.network import MedverseNet
-from medverse.registration import RegistrationCache
+from medverse.registration import RegistrationCache, register
 
 __all__ = ["GUIDED_OUTPUTS", "MODEL_ALIGNMENTS", "ModelMethod"]
 
-#: How the method brings contexts to the target: as given (the kit's contexts share its grid),
-#: or registered (``"deformable"``: registration-guided segmentation, as ``--align deformable``).
-MODEL_ALIGNMENTS = ("none", "deformable")
+#: How the method brings contexts to the target: as given (the protocol's contexts already
+#: share the target grid), registered affinely (images and outputs resampled linearly, masks
+#: with nearest neighbour, as ``medverse predict --align affine``), or registered deformably
+#: (``"deformable"``: registration-guided segmentation, as ``--align deformable``).
+MODEL_ALIGNMENTS = ("none", "affine", "deformable")
 #: What a guided segmentation returns: the stacked blend (default), or one of its two parts.
 GUIDED_OUTPUTS = ("stacked", "network", "fusion")
 
@@ -124,6 +126,31 @@ class ModelMethod:
             self._memo.update(key=key, result=result)
         return self._memo["result"]
 
+    def _registered(
+        self,
+        target_image: np.ndarray,
+        context_images: Sequence[np.ndarray],
+        context_outputs: Sequence[np.ndarray],
+        spacing: Any,
+        segmentation: bool,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Contexts registered onto the target with ``self.align`` (affine, or deformable for
+        image tasks), outputs resampled with them (masks: nearest neighbour)."""
+        spacing = (1.0, 1.0, 1.0) if spacing is None else spacing
+        affine = np.diag([*(float(s) for s in spacing), 1.0])
+        fixed = Volume(np.asarray(target_image, dtype=np.float32), affine, name="target")
+        images, outputs = [], []
+        for i, (image, output) in enumerate(zip(context_images, context_outputs)):
+            moving = Volume(np.asarray(image, dtype=np.float32), affine, name=f"context {i}")
+            reg = register(fixed, moving, kind=self.align, engine=self.engine, cache=self.cache)
+            images.append(reg.warp(moving.array))
+            if segmentation:
+                mask = (np.asarray(output) > 0.5).astype(np.float32)
+                outputs.append(reg.warp(mask, interpolation="nearest"))
+            else:
+                outputs.append(reg.warp(np.asarray(output, dtype=np.float32)))
+        return images, outputs
+
     def __call__(
         self,
         target_image: np.ndarray,
@@ -138,6 +165,10 @@ class ModelMethod:
             result = self._guided(target_image, context_images, context_outputs, spacing)
             part = {"stacked": result.raw, "network": result.network, "fusion": result.fusion}
             return part[self.output][0]
+        if self.align != "none":
+            context_images, context_outputs = self._registered(
+                target_image, context_images, context_outputs, spacing, segmentation
+            )
         tgt = normalize_intensity(target_image)[None]
         images = np.stack([normalize_intensity(c) for c in context_images])[:, None]
         outs = [
