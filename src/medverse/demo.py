@@ -34,6 +34,7 @@ __all__ = ["DEMO_STRUCTURES", "DemoConfig", "DemoResult", "run_demo"]
 
 #: Label value -> kit task of the multi-label segmentation (AAL structures drawn over white matter).
 DEMO_STRUCTURES = {1: "white_matter", 2: "thalamus_aal", 3: "putamen_aal", 4: "hippocampus_aal"}
+_LABEL_NAMES = {value: task.removesuffix("_aal") for value, task in DEMO_STRUCTURES.items()}
 _ENHANCEMENT = "denoise_gaussian"
 
 
@@ -95,12 +96,21 @@ def _write_inputs(
     kit: Any, root: Path, subject_ids: list[str], labels: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """Target and contexts as files: nnU-Net layout for the masks, file pairs for denoising."""
-    from medverse.io.volume import write_volume
+    from medverse.evaluation.report import atomic_write_text
+    from medverse.io.volume import write_label_names, write_volume
 
     target_id, context_ids = subject_ids[0], subject_ids[1:]
     seg = root / "inputs" / "segmentation_contexts"
     (seg / "imagesTr").mkdir(parents=True, exist_ok=True)
     (seg / "labelsTr").mkdir(parents=True, exist_ok=True)
+    dataset = {
+        "name": "medverse demo contexts",
+        "channel_names": {"0": "T1"},
+        "labels": {"background": 0, **{_name(t): v for v, t in DEMO_STRUCTURES.items()}},
+        "numTraining": len(subject_ids) - 1,
+        "file_ending": ".nii.gz",
+    }
+    atomic_write_text(seg / "dataset.json", json.dumps(dataset, indent=1) + "\n")
     den = root / "inputs" / "denoising_contexts"
     den.mkdir(parents=True, exist_ok=True)
     (root / "reference").mkdir(exist_ok=True)
@@ -123,6 +133,9 @@ def _write_inputs(
         "reference_labels": write_volume(
             root / "reference" / "labels.nii.gz", labels[target_id], affine
         ),
+        "reference_label_names": write_label_names(
+            root / "reference" / "labels.nii.gz", list(DEMO_STRUCTURES), _LABEL_NAMES
+        ),
         "reference_clean": write_volume(root / "reference" / "clean.nii.gz", target.clean, affine),
     }
     return {"paths": paths, "seg_contexts": seg, "den_pairs": pairs}
@@ -131,12 +144,25 @@ def _write_inputs(
 def _figures(
     kit: Any, target_id: str, reference: np.ndarray, prediction: np.ndarray, denoised: np.ndarray
 ) -> dict:
-    from medverse.evaluation.protocol import Example
+    from medverse.evaluation.protocol import Example, TaskInfo
     from medverse.evaluation.report import example_figure
 
     subject = kit.subjects[target_id]
     tasks = kit.tasks
-    figures = {}
+    every_label = TaskInfo("segmentation", "segmentation", "every demo structure in one call")
+    example = Example.from_volumes(
+        every_label,
+        target_id,
+        "medverse",
+        0,
+        subject.image,
+        reference,
+        prediction,
+        kit.spacing,
+        affine=kit.affine,
+        label_names=_LABEL_NAMES,
+    )
+    figures = {"segmentation.png": example_figure(example)}
     for value, task in DEMO_STRUCTURES.items():
         example = Example.from_volumes(
             tasks[task],
@@ -147,6 +173,8 @@ def _figures(
             reference == value,
             prediction == value,
             kit.spacing,
+            affine=kit.affine,
+            label_names={1: _name(task)},
         )
         figures[f"{_name(task)}.png"] = example_figure(example)
     example = Example.from_volumes(
@@ -158,6 +186,7 @@ def _figures(
         subject.clean,
         denoised,
         kit.spacing,
+        affine=kit.affine,
     )
     figures["denoising.png"] = example_figure(example)
     return figures
@@ -184,7 +213,10 @@ subjects built from the MNI ICBM152 2009 template and AAL3 (evaluation-kit const
 the template only approximately. Total {total:.1f} s.</p>
 <table><tr><th>task</th><th>Dice</th><th>Dice, context mean</th><th>PSNR dB</th>
 <th>PSNR dB, noisy input</th></tr>{"".join(rows)}</table>
-<p>Green: reference, red: prediction.</p>{images}
+<p>Letters at the panel edges give the anatomical directions (R/L, A/P, S/I) read from the
+target's affine; panel titles give each slice's world position (RAS+ mm). Segmentation figures
+name their labels in the legend (the label names are also in <code>segmentation.labels.json</code>);
+denoising shows each column's colour bar and the difference prediction − reference.</p>{images}
 </body></html>
 """
 

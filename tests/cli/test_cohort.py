@@ -100,6 +100,8 @@ def test_folder_cohort_resumes_and_summarises(cohort, tmp_path) -> None:
     code, text = _run(cohort, cohort["targets"], out)
     assert code == 0, text
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in CASES]
+    # one label-name sidecar per segmentation, named after its output
+    assert sorted(p.name for p in out.glob("*.labels.json")) == [f"{c}.labels.json" for c in CASES]
     rows = _summary(out)
     assert [r["case"] for r in rows] == CASES and {r["status"] for r in rows} == {"done"}
     assert {"voxels_1", "volume_ml_1", "voxels_2", "volume_ml_2"} <= set(rows[0])

@@ -27,7 +27,7 @@ def test_demo_writes_outputs_figures_page_and_scores(tmp_path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "Dice" in res.output and "PSNR" in res.output and "total" in res.output
-    summary = json.loads((out / "metrics.json").read_text())
+    summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["config"]["shape"] == [32, 37, 32]
     assert len(summary["subjects"]) == 3
     metrics = summary["metrics"]
@@ -46,9 +46,18 @@ def test_demo_writes_outputs_figures_page_and_scores(tmp_path) -> None:
     assert seg.shape == target.shape == (32, 37, 32)
     np.testing.assert_allclose(seg.affine, target.affine)
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, *DEMO_STRUCTURES}
-    page = (out / "index.html").read_text()
-    for name in ("white_matter.png", "thalamus.png", "denoising.png"):
+    page = (out / "index.html").read_text(encoding="utf-8")
+    for name in ("segmentation.png", "white_matter.png", "thalamus.png", "denoising.png"):
         assert (out / name).stat().st_size > 1000 and name in page
+    # the label names of the contexts' dataset.json travel to the sidecar of the output
+    names = {"0": "background"} | {
+        str(v): t.removesuffix("_aal") for v, t in DEMO_STRUCTURES.items()
+    }
+    assert json.loads((out / "segmentation.labels.json").read_text(encoding="utf-8")) == names
+    assert (
+        json.loads((out / "reference" / "labels.labels.json").read_text(encoding="utf-8")) == names
+    )
+    assert not (out / "denoised.labels.json").exists()
     assert not list(out.rglob(".tmp-*"))
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -311,3 +315,56 @@ def test_align_deformable_context_that_cannot_be_registered(
     assert text.startswith("error: ") and "bad.nii.gz" in text, text
     assert "Traceback" not in text
     assert not out.exists() and not list(tmp_path.glob("out*"))
+
+
+def _entry_point(*args: object) -> subprocess.CompletedProcess[str]:
+    """The installed ``medverse predict`` in a subprocess, one thread."""
+    if shutil.which("medverse") is None:
+        pytest.fail("the medverse console script is not on PATH: pip install -e .")
+    return subprocess.run(
+        ["medverse", "predict", "--no-progress", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+
+
+def test_label_name_sidecar_beside_segmentations_not_images(case, model_dir, tmp_path) -> None:
+    dataset = tmp_path / "Dataset001"
+    for folder in ("imagesTr", "labelsTr"):
+        (dataset / folder).mkdir(parents=True)
+    for name in ("a", "b"):
+        shutil.copy(case[name], dataset / "imagesTr" / f"{name}_0000.nii.gz")
+        shutil.copy(case[name + "_seg"], dataset / "labelsTr" / f"{name}.nii.gz")
+    meta = {"labels": {"background": 0, "liver": 1}, "file_ending": ".nii.gz"}  # 2 is unnamed
+    (dataset / "dataset.json").write_text(json.dumps(meta))
+    named = tmp_path / "seg.nii.gz"
+    res = _entry_point(
+        "--model", model_dir, "--target", case["t"], "--contexts-from", dataset, "--output", named
+    )
+    assert res.returncode == 0, res.stderr
+    sidecar = tmp_path / "seg.labels.json"
+    assert json.loads(sidecar.read_text()) == {"0": "background", "1": "liver", "2": "label 2"}
+    assert str(sidecar) in res.stdout  # listed with the files written
+    # contexts given as pairs: no names, "label N"; a second output in the folder keeps its own
+    plain = tmp_path / "case_001.nrrd"
+    res = _entry_point(
+        "--model", model_dir, "--target", case["t"], "-c", case["a"], case["a_seg"],
+        "--output", plain,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "case_001.labels.json").read_text()) == {
+        "0": "background", "1": "label 1", "2": "label 2",
+    }  # fmt: skip
+    assert json.loads(sidecar.read_text())["1"] == "liver"
+    # an image output gets none
+    image = tmp_path / "image.nii.gz"
+    res = _entry_point(
+        "--model", model_dir, "--target", case["t"], "-c", case["a"], case["b"],
+        "--task", "image", "--output", image,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert image.is_file() and not (tmp_path / "image.labels.json").exists()
+    assert not list(tmp_path.glob(".tmp-*"))

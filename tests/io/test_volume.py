@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 import medverse.io.volume as volume_module
 from medverse.errors import InputError
-from medverse.io import Volume, read_volume, write_volume
+from medverse.io import Volume, label_names_path, read_volume, write_label_names, write_volume
 
 SINGLE_FILE = (".nii", ".nii.gz", ".nrrd", ".mha")
 ALL_FORMATS = (*SINGLE_FILE, ".nhdr", ".mhd")
@@ -499,3 +500,30 @@ def test_nifti_without_orientation_warns_at_the_caller(
 
     assert str(tmp_path / "bare.nii") in str(record[0].message)
     assert record[0].filename == __file__
+
+
+# ------------------------------------------------------------------------ label-name sidecar
+
+
+@pytest.mark.parametrize(
+    ("name", "sidecar"),
+    [
+        ("seg.nii.gz", "seg.labels.json"),
+        ("seg.nii", "seg.labels.json"),
+        ("case_001.nrrd", "case_001.labels.json"),
+        ("liver.v2.mha", "liver.v2.labels.json"),  # only the volume extension goes
+    ],
+)
+def test_label_names_path_takes_the_output_stem(name: str, sidecar: str) -> None:
+    assert label_names_path(Path("/out") / name) == Path("/out") / sidecar
+
+
+def test_write_label_names_names_every_label(tmp_path: Path) -> None:
+    path = write_label_names(tmp_path / "seg.nii.gz", [2, 1, 5], {1: "liver", 0: "air"})
+    assert path == tmp_path / "seg.labels.json"
+    table = json.loads(path.read_text(encoding="utf-8"))
+    assert table == {"0": "air", "1": "liver", "2": "label 2", "5": "label 5"}
+    assert list(table) == ["0", "1", "2", "5"]  # sorted by value
+    default = write_label_names(tmp_path / "other.nrrd", [1])
+    assert json.loads(default.read_text()) == {"0": "background", "1": "label 1"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.labels.json", "seg.labels.json"]

@@ -433,7 +433,11 @@ def predict(
     pairs = Context.from_files(context, task=task.value) if context else None
     if contexts_from is not None:
         extra = Context.from_nnunet(contexts_from, task=task.value)
-        pairs = extra if pairs is None else Context(pairs.pairs + extra.pairs, pairs.task)
+        pairs = (
+            extra
+            if pairs is None
+            else Context(pairs.pairs + extra.pairs, pairs.task, label_names=extra.label_names)
+        )
     predictor = Predictor(net, cfg, device=str(dist_info.device) if dist_info else device.value)
     options = dict(
         align=align.value,

@@ -178,7 +178,10 @@ class Example:
     Only slices are kept (not volumes), so a full run holds a few MB of examples. Each ``*_slices``
     is ``(volume[:, :, z], volume[:, y, :], volume[x, :, :])`` at ``centre`` = ``(x, y, z)``: for
     segmentation, the slices where the reference mask has the largest area (a bilateral structure
-    shows up in every plane), else the volume centre.
+    shows up in every plane), else the volume centre. ``affine`` (voxel to world, RAS+ mm; default
+    ``diag(spacing)``) gives the figures their orientation letters and slice positions;
+    ``label_names`` (label value -> name) their legend. ``reference_slices`` is None when the case
+    has no reference (image tasks then show prediction − input).
     """
 
     task: str
@@ -188,9 +191,11 @@ class Example:
     draw: int
     centre: tuple[int, int, int]
     image_slices: tuple[np.ndarray, np.ndarray, np.ndarray]
-    reference_slices: tuple[np.ndarray, np.ndarray, np.ndarray]
+    reference_slices: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     prediction_slices: tuple[np.ndarray, np.ndarray, np.ndarray]
     spacing: tuple[float, float, float]
+    affine: np.ndarray | None = None
+    label_names: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def from_volumes(
@@ -200,18 +205,38 @@ class Example:
         method: str,
         draw: int,
         image: np.ndarray,
-        reference: np.ndarray,
+        reference: np.ndarray | None,
         prediction: np.ndarray,
         spacing: Sequence[float],
+        *,
+        affine: np.ndarray | None = None,
+        label_names: Mapping[int, str] | None = None,
     ) -> Example:
-        """Cut the three slices out of ``(X, Y, Z)`` volumes."""
-        mask = np.asarray(reference) > 0.5 if info.family == "segmentation" else None
+        """Cut the three slices out of ``(X, Y, Z)`` volumes.
+
+        Args:
+            affine: the volumes' voxel-to-world matrix (RAS+, mm); default ``diag(spacing)``.
+            label_names: label value -> name for the legend; default ``{1: task name}`` for a
+                binary reference, else ``"label N"`` in the figure.
+        """
+        mask = (
+            np.asarray(reference) > 0.5
+            if info.family == "segmentation" and reference is not None
+            else None
+        )
         if mask is not None and mask.any():
             x = int(np.argmax(mask.sum(axis=(1, 2))))
             y = int(np.argmax(mask.sum(axis=(0, 2))))
             z = int(np.argmax(mask.sum(axis=(0, 1))))
         else:
-            x, y, z = (int(c) // 2 for c in np.shape(reference))
+            x, y, z = (int(c) // 2 for c in np.shape(prediction))
+
+        if label_names is not None:
+            names = {int(value): str(name) for value, name in label_names.items()}
+        elif mask is not None and np.isin(np.asarray(reference), (0, 1)).all():
+            names = {1: info.name}
+        else:
+            names = {}
 
         def cut(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             volume = np.asarray(volume, dtype=np.float32)
@@ -225,9 +250,11 @@ class Example:
             draw,
             (x, y, z),
             cut(image),
-            cut(reference),
+            None if reference is None else cut(reference),
             cut(prediction),
             (float(spacing[0]), float(spacing[1]), float(spacing[2])),
+            None if affine is None else np.asarray(affine, dtype=np.float64).copy(),
+            names,
         )
 
 
@@ -609,6 +636,7 @@ def _run_draw(
                     np.asarray(target.output),
                     prediction,
                     target.spacing,
+                    affine=target.affine,
                 )
             )
     return records

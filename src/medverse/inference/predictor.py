@@ -36,7 +36,13 @@ from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
 from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, relative_bounds
 from medverse.io.context_set import Context
-from medverse.io.volume import Volume, nifti_codes, read_volume, write_volume
+from medverse.io.volume import (
+    Volume,
+    nifti_codes,
+    read_volume,
+    write_label_names,
+    write_volume,
+)
 from medverse.model.network import MedverseNet
 from medverse.registration import RegistrationCache
 from medverse.types import PathLike
@@ -67,6 +73,8 @@ class Prediction:
         std: ``(K, X, Y, Z)`` voxel-wise standard deviation over draws, or None.
         source: the target's path.
         summary: levels, windows, contexts, seconds, peak memory.
+        label_names: label value -> name (segmentation), from the context; saved beside the label
+            map as ``<stem>.labels.json`` (:func:`~medverse.io.volume.write_label_names`).
     """
 
     array: np.ndarray
@@ -77,6 +85,7 @@ class Prediction:
     std: np.ndarray | None = None
     source: Path | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    label_names: dict[int, str] = field(default_factory=dict)
 
     def mask(self, threshold: float = 0.5) -> np.ndarray:
         """Binary foreground: any class whose raw output exceeds ``threshold``."""
@@ -86,7 +95,8 @@ class Prediction:
         """Write atomically with the target's affine (and, for NIfTI, its sform/qform codes).
 
         ``raw=True`` writes the float network output; with several classes one file per class,
-        named ``<stem>_label-<value><ext>``.
+        named ``<stem>_label-<value><ext>``. A segmentation label map gets its label-name sidecar
+        ``<stem>.labels.json`` beside it (returned after the volume).
         """
         path = Path(path)
         codes = nifti_codes(self.source)
@@ -98,7 +108,10 @@ class Prediction:
             )
             if self.task == "segmentation" and dtype is None:
                 dtype = np.int16
-            return [write_volume(path, self.array, self.affine, dtype=dtype, codes=codes)]
+            written = [write_volume(path, self.array, self.affine, dtype=dtype, codes=codes)]
+            if self.task == "segmentation":
+                written.append(write_label_names(path, self.labels, self.label_names))
+            return written
         if self.raw.shape[0] == 1:
             return [write_volume(path, self.raw[0], self.affine, dtype=np.float32, codes=codes)]
         return [
@@ -293,8 +306,9 @@ class Predictor:
             classes=len(labels) if context.task == "segmentation" else 1,
         )
         return Prediction(
-            array, target.affine, context.task, raw, labels, std, target.path, summary
-        )
+            array, target.affine, context.task, raw, labels, std, target.path, summary,
+            label_names=dict(context.label_names),
+        )  # fmt: skip
 
     # -- helpers ------------------------------------------------------------------------------
     def _predict_guided(
@@ -359,8 +373,9 @@ class Predictor:
         }
         array = labels_from_raw(raw, labels)
         return Prediction(
-            array, target.affine, context.task, raw, labels, std, target.path, summary
-        )
+            array, target.affine, context.task, raw, labels, std, target.path, summary,
+            label_names=dict(context.label_names),
+        )  # fmt: skip
 
     def _prepare_contexts(
         self,

@@ -20,7 +20,9 @@ from medverse.io.volume import (
     VOLUME_KINDS,
     WRITABLE_EXTENSIONS,
     Volume,
+    label_names_path,
     read_volume,
+    write_label_names,
     write_volume,
 )
 
@@ -35,7 +37,9 @@ __all__ = [
     "Volume",
     "align_pair",
     "align_to_target",
+    "label_names_path",
     "normalize_intensity",
     "read_volume",
+    "write_label_names",
     "write_volume",
 ]

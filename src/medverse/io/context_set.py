@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from medverse.io.volume import Volume, read_volume
 from medverse.types import PathLike
 from medverse.validation import check_option
 
-__all__ = ["Context", "TASKS", "looks_like_labels", "swapped_pair"]
+__all__ = ["Context", "TASKS", "dataset_label_names", "looks_like_labels", "swapped_pair"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,27 @@ def swapped_pair(image: np.ndarray, output: np.ndarray) -> int:
     return count
 
 
+def dataset_label_names(meta: Mapping[str, object]) -> dict[int, str]:
+    """Label value -> name from an nnU-Net ``dataset.json``'s ``labels`` entry.
+
+    Reads nnU-Net v2 (``{"background": 0, "liver": 1}``) and v1 (``{"0": "background",
+    "1": "liver"}``); region-based entries (lists of values) are skipped.
+
+    Example:
+        >>> dataset_label_names({"labels": {"background": 0, "liver": 1}})
+        {0: 'background', 1: 'liver'}
+    """
+    raw = meta.get("labels")
+    names: dict[int, str] = {}
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            if isinstance(value, int) and not isinstance(value, bool):  # v2: name -> value
+                names[value] = str(key)
+            elif str(key).isdigit():  # v1: "value" -> name
+                names[int(key)] = str(value)
+    return dict(sorted(names.items()))
+
+
 @dataclass
 class Context:
     """The in-context examples of one query.
@@ -52,6 +73,9 @@ class Context:
     Attributes:
         pairs: the context pairs (image, output), each on its own grid.
         task: ``"segmentation"`` (outputs are label maps) or ``"image"``.
+        labels: label values of a segmentation (default: every value found in the outputs).
+        label_names: label value -> name (from ``dataset.json`` or the caller); written next to
+            segmentation outputs as ``<stem>.labels.json``.
 
     Example:
         >>> ctx = Context.from_files([("ct_1.nii.gz", "liver_1.nii.gz")])  # doctest: +SKIP
@@ -60,6 +84,7 @@ class Context:
     pairs: list[ContextPair]
     task: str = "segmentation"
     labels: tuple[int, ...] = field(default=())
+    label_names: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.pairs:
@@ -78,11 +103,17 @@ class Context:
         return iter(self.pairs)
 
     def subset(self, indices: Sequence[int]) -> Context:
-        return Context([self.pairs[i] for i in indices], self.task, self.labels)
+        return Context(
+            [self.pairs[i] for i in indices], self.task, self.labels, dict(self.label_names)
+        )
 
     @classmethod
     def from_files(
-        cls, pairs: Sequence[tuple[PathLike, PathLike]], *, task: str = "auto"
+        cls,
+        pairs: Sequence[tuple[PathLike, PathLike]],
+        *,
+        task: str = "auto",
+        label_names: Mapping[int, str] | None = None,
     ) -> Context:
         """Read ``(image, output)`` file pairs.
 
@@ -90,6 +121,7 @@ class Context:
             pairs: paths of each context image and its output (mask or image).
             task: ``"segmentation"``, ``"image"``, or ``"auto"``: label maps (integer values,
                 at most 127 labels) in every output → segmentation, otherwise image.
+            label_names: label value -> name (segmentation); unnamed labels are ``"label N"``.
 
         Raises:
             InputError: unreadable files, an image without output, grids that differ within a
@@ -131,11 +163,14 @@ class Context:
         for image, output in outputs:
             output.kind = kind
             built.append(ContextPair(image, output, output_kind=kind))
-        return cls(built, task)
+        names = {int(k): str(v) for k, v in (label_names or {}).items()}
+        return cls(built, task, label_names=names if task == "segmentation" else {})
 
     @classmethod
     def from_nnunet(cls, folder: PathLike, *, task: str = "auto", channel: int = 0) -> Context:
         """Every case of an nnU-Net raw folder (``imagesTr/NAME_0000.ext``, ``labelsTr/NAME.ext``).
+
+        The label names come from ``dataset.json`` (:func:`dataset_label_names`).
 
         Args:
             folder: the dataset folder (holding ``imagesTr`` and ``labelsTr``).
@@ -148,10 +183,9 @@ class Context:
             raise InputError(
                 f"'{root}': expected an nnU-Net raw folder with imagesTr/ and labelsTr/"
             )
-        ending = ".nii.gz"
-        meta = root / "dataset.json"
-        if meta.is_file():
-            ending = json.loads(meta.read_text()).get("file_ending", ending)
+        meta_path = root / "dataset.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        ending = meta.get("file_ending", ".nii.gz")
         pairs = []
         for label in sorted(labels.glob(f"*{ending}")):
             case = label.name[: -len(ending)]
@@ -161,4 +195,4 @@ class Context:
             pairs.append((image, label))
         if not pairs:
             raise InputError(f"'{labels}': no label files ending in {ending}")
-        return cls.from_files(pairs, task=task)
+        return cls.from_files(pairs, task=task, label_names=dataset_label_names(meta))

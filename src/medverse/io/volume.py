@@ -20,11 +20,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import shutil
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,10 @@ __all__ = [
     "VOLUME_KINDS",
     "WRITABLE_EXTENSIONS",
     "Volume",
+    "label_names_path",
     "nifti_codes",
     "read_volume",
+    "write_label_names",
     "write_volume",
 ]
 
@@ -425,6 +429,53 @@ def write_volume(
         ) from error
     logger.debug("wrote %s %s", path, format_shape(data.shape))
     return path
+
+
+def label_names_path(path: PathLike) -> Path:
+    """Where the label-name sidecar of a segmentation file goes: ``seg.nii.gz`` -> ``seg.labels.json``.
+
+    The sidecar takes the file's name without its volume extension, so several outputs in one
+    folder each get their own.
+    """
+    path = Path(path)
+    extension = _extension(path)
+    stem = path.name[: -len(extension)] if extension else path.name
+    return path.with_name(f"{stem}.labels.json")
+
+
+def write_label_names(
+    path: PathLike, labels: Sequence[int], names: Mapping[int, str] | None = None
+) -> Path:
+    """Write the label-name sidecar of the segmentation written at ``path``, atomically.
+
+    The sidecar (:func:`label_names_path`) maps every label value of the segmentation, background
+    included, to a name: ``{"0": "background", "1": "liver", "2": "label 2"}``. Values without a
+    name in ``names`` are called ``"label N"`` (``"background"`` for 0).
+
+    Args:
+        path: the segmentation file (written or about to be).
+        labels: its foreground label values.
+        names: label value -> name, e.g. from an nnU-Net ``dataset.json``.
+
+    Returns:
+        The sidecar's path.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> write_label_names(folder / "seg.nii.gz", [1, 2], {1: "liver"}).name
+        'seg.labels.json'
+    """
+    from medverse.evaluation.report import atomic_write_text
+
+    names = dict(names or {})
+    table = {}
+    for value in sorted({0, *(int(v) for v in labels)}):
+        default = "background" if value == 0 else f"label {value}"
+        table[str(value)] = str(names.get(value) or default)
+    sidecar = label_names_path(path)
+    atomic_write_text(sidecar, json.dumps(table, indent=1, ensure_ascii=False) + "\n")
+    return sidecar
 
 
 def _write_file(
