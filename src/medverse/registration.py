@@ -43,7 +43,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import tempfile
 import threading
 import time
@@ -58,6 +57,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from medverse.errors import InputError
+from medverse.files import atomic_path
 from medverse.types import PathLike
 from medverse.validation import check_option, format_shape
 
@@ -434,13 +434,8 @@ class RegistrationCache:
         """Write ``entry`` for ``key`` atomically; returns the path."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.parent / f".tmp-{secrets.token_hex(4)}-{path.name}"
-        try:
-            with open(temporary, "wb") as handle:
-                np.savez(handle, **entry)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **entry)
         return path
 
     def clear(self) -> int:

@@ -16,7 +16,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from medverse.checkpoint.convert import convert_official_state_dict, infer_config
 from medverse.errors import CheckpointError
+from medverse.files import atomic_path, atomic_write_text
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 
@@ -261,20 +261,6 @@ def load_network(weights: LoadedWeights) -> MedverseNet:
     return net.eval()
 
 
-def _atomic_write_bytes(dest: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}-", dir=dest.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; weights are ordinary files
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(
     dest: str | os.PathLike[str],
     state_dict: Mapping[str, torch.Tensor],
@@ -319,12 +305,8 @@ def save_model(
         "dtype": str(dtype).replace("torch.", ""),
         **(dict(extra) if extra else {}),
     }
-    _atomic_write_bytes(
-        weights_path,
-        lambda tmp: save_file(tensors, tmp, metadata={"medverse_config": json.dumps(meta)}),
-    )
+    with atomic_path(weights_path) as temporary:
+        save_file(tensors, temporary, metadata={"medverse_config": json.dumps(meta)})
     meta["sha256"] = sha256_file(weights_path)
-    _atomic_write_bytes(
-        config_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
-    )
+    atomic_write_text(config_path, json.dumps(meta, indent=2) + "\n")
     return dest

@@ -25,9 +25,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ import torch
 import torchio as tio
 
 from medverse.errors import InputError
+from medverse.files import atomic_path
 from medverse.types import PathLike
 
 __all__ = [
@@ -589,14 +588,8 @@ class NnUNetDataset:
         }
         if case.labels is not None:
             arrays["labels"] = case.labels
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
 
     def _load_cached(self, index: int, path: Path) -> Case:
         with np.load(path, allow_pickle=False) as data:

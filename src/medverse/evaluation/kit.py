@@ -41,7 +41,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -59,6 +58,7 @@ from medverse.data.mni import (
 )
 from medverse.errors import InputError
 from medverse.evaluation.protocol import Case, TaskInfo
+from medverse.files import atomic_path, atomic_write_text
 
 __all__ = [
     "AAL3_LABELS",
@@ -557,15 +557,6 @@ def _describe(config: KitConfig, tasks: Mapping[str, TaskInfo]) -> dict[str, Any
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     """The kit's only writer: medverse.io when present, else nibabel; atomic either way."""
     try:
@@ -577,12 +568,8 @@ def _write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
         return
     import nibabel as nib
 
-    temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
+    with atomic_path(path) as temporary:
         nib.save(nib.Nifti1Image(np.asarray(array), affine), str(temporary))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -633,10 +620,10 @@ def write_kit(kit: EvaluationKit, out_dir: str | os.PathLike[str]) -> Path:
                 _write_volume(folder / f"{subject_id}_0000.nii.gz", case.image, kit.affine)
     description = kit.describe()
     description["subjects"] = {sid: s.params for sid, s in kit.subjects.items()}
-    _atomic_write_text(
+    atomic_write_text(
         root / "dataset.json", json.dumps(description, indent=2, sort_keys=True) + "\n"
     )
-    _atomic_write_text(root / "README.md", _README)
+    atomic_write_text(root / "README.md", _README)
     return root
 
 

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +35,8 @@ import numpy as np
 
 from medverse.evaluation.metrics import IMAGE_METRICS, SEGMENTATION_METRICS
 from medverse.evaluation.protocol import CaseResult, Example, Results
+from medverse.files import atomic_write_bytes as atomic_write
+from medverse.files import atomic_write_text
 
 __all__ = [
     "PlaneView",
@@ -76,19 +77,6 @@ _CASE_COLUMNS = (
 
 
 # ----------------------------------------------------------------------------------- writing
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, text.encode("utf-8"))
 
 
 def _number(value: Any) -> Any:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from medverse.errors import InputError, MedverseError
+from medverse.files import atomic_path
 from medverse.io.volume import READABLE_EXTENSIONS, WRITABLE_EXTENSIONS
 
 __all__ = [
@@ -321,13 +322,11 @@ def merge_summary(output_dir: Path, items: Iterable[CohortItem]) -> tuple[Path, 
                 columns.append(key)
     columns += [c for c in _LAST_COLUMNS if c != "finished"]
     summary = output_dir / SUMMARY_NAME
-    temporary = output_dir / f".{SUMMARY_NAME}.tmp"
-    with open(temporary, "w", newline="") as fh:
+    with atomic_path(summary) as temporary, open(temporary, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in merged:
             writer.writerow({k: row.get(k, "") for k in columns})
-    temporary.replace(summary)
     counts: dict[str, int] = {}
     for row in merged:
         counts[row["status"]] = counts.get(row["status"], 0) + 1

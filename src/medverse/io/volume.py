@@ -36,6 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medverse.errors import InputError
+from medverse.files import atomic_path, atomic_write_text
 from medverse.types import PathLike
 from medverse.validation import check_3d, check_option, format_shape, format_spacing
 
@@ -410,17 +411,12 @@ def write_volume(
     matrix = _check_affine(affine, str(path))
     data = _cast(data, dtype, path)
 
-    token = secrets.token_hex(4)
     try:
         if extension in _TWO_FILE_EXTENSIONS:
-            _write_two_files(path, data, matrix, token)  # not NIfTI: no codes
+            _write_two_files(path, data, matrix, secrets.token_hex(4))  # not NIfTI: no codes
         else:
-            temporary = folder / f".tmp-{token}-{path.name}"
-            try:
+            with atomic_path(path) as temporary:
                 _write_file(temporary, extension, data, matrix, codes)
-                os.replace(temporary, path)
-            finally:
-                temporary.unlink(missing_ok=True)
     except (InputError, MemoryError):
         raise
     except Exception as error:
@@ -466,8 +462,6 @@ def write_label_names(
         >>> write_label_names(folder / "seg.nii.gz", [1, 2], {1: "liver"}).name
         'seg.labels.json'
     """
-    from medverse.evaluation.report import atomic_write_text
-
     names = dict(names or {})
     table = {}
     for value in sorted({0, *(int(v) for v in labels)}):
@@ -497,6 +491,9 @@ def _write_file(
 
 
 def _write_two_files(path: Path, data: np.ndarray, affine: np.ndarray, token: str) -> None:
+    # Not medverse.files.atomic_path: the writer makes two files (header + data) whose names it
+    # chooses itself, so they are written into a hidden staging folder and each is moved out with
+    # os.replace, the data first and the header last.
     staging = path.parent / f".tmp-{token}-{path.name}.d"
     staging.mkdir()
     try:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from medverse.errors import InputError
+from medverse.files import atomic_write_text
 from medverse.model.config import ModelConfig
 from medverse.validation import check_option
 
@@ -583,9 +584,8 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write YAML (``.yaml``/``.yml``) or JSON, atomically."""
-        from medverse.training.loop import atomic_write_text
-
         path = Path(path)
         text = self.to_json() if path.suffix.lower() == ".json" else self.to_yaml()
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
         return path

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ import torch
 from torch import nn
 
 from medverse.errors import InputError
+from medverse.files import atomic_path, atomic_write_text
 from medverse.inference.pyramid import plan_levels
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
@@ -70,7 +70,6 @@ __all__ = [
     "CSV_COLUMNS",
     "StepBuilder",
     "TrainResult",
-    "atomic_write_text",
     "build_datasets",
     "build_model",
     "context_mean_dice",
@@ -110,32 +109,6 @@ _GUIDED_SEED_OFFSET = 2_000_003  # guided steps draw their episodes from a strea
 # --------------------------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def latest_checkpoint(out_dir: str | os.PathLike[str]) -> Path | None:
@@ -1200,7 +1173,9 @@ def _save_checkpoint(
             "sampler": {**builder.state_dict(), "next_step": step},
             "config": config.to_dict(),
         }
-        _atomic_torch_save(state, path)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            torch.save(state, temporary)
         atomic_write_text(folder / "latest.txt", path.name + "\n")
         old = sorted(folder.glob("step_*.pt"))[: -config.keep_checkpoints]
         for stale in old:
