@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medverse.checkpoint.convert import convert_official_state_dict, infer_config
+from medverse.checkpoint.specs import get_spec
 from medverse.errors import CheckpointError
 from medverse.files import atomic_path, atomic_write_text
 from medverse.model.config import ModelConfig
@@ -227,8 +228,6 @@ def _training_checkpoint_model(obj: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     model = obj["config"].get("model")
     if isinstance(model, str):
-        from medverse.checkpoint.registry import get_spec
-
         return get_spec(model).config.to_dict()
     return dict(model) if isinstance(model, Mapping) else None
 

@@ -1,19 +1,21 @@
 """Named models (``arch`` or ``arch.tag``) and :func:`load_model`.
 
-Names resolve to packaged files or to a user path, never to a download.
+Names resolve to packaged files or to a user path, never to a download. The name table itself
+(:class:`ModelSpec`, :func:`register_model`, :func:`list_models`, :func:`get_spec`) lives in
+:mod:`medverse.checkpoint.specs` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 
 from medverse.checkpoint.io import LoadedWeights, load_network, read_weights, sha256_file
+from medverse.checkpoint.specs import ModelSpec, get_spec, list_models, register_model
 from medverse.errors import CheckpointError
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
@@ -48,52 +50,6 @@ def released_weights_help(folder: str = "medverse_base/") -> list[str]:
         f"predict:  medverse predict --model {folder} --target TARGET.nii.gz "
         "--context IMAGE.nii.gz OUTPUT.nii.gz --output PRED.nii.gz",
     ]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model.
-
-    Attributes:
-        name: ``arch`` or ``arch.tag`` (e.g. ``medverse-small.synthetic``).
-        config: architecture.
-        weights: file name inside the package's ``weights/`` folder, or None (no weights ship;
-            the released ``medverse-base`` weights must be converted by the user).
-        description: one line for ``medverse info``/``list_models``.
-    """
-
-    name: str
-    config: ModelConfig
-    weights: str | None
-    description: str
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-_DEFAULT_TAG: dict[str, str] = {}
-
-
-def register_model(spec: ModelSpec, *, default: bool = False) -> ModelSpec:
-    _REGISTRY[spec.name] = spec
-    arch = spec.name.split(".")[0]
-    if default or arch not in _DEFAULT_TAG:
-        _DEFAULT_TAG[arch] = spec.name
-    return spec
-
-
-def list_models() -> list[str]:
-    """Registered names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get_spec(name: str) -> ModelSpec:
-    """Look a name up; ``arch`` alone means its default tag."""
-    name = _DEFAULT_TAG.get(name, name)
-    if name not in _REGISTRY:
-        raise CheckpointError(
-            f"unknown model {name!r}: not a registered name ({', '.join(list_models())}) "
-            "and not an existing path"
-        )
-    return _REGISTRY[name]
 
 
 def _packaged(file_name: str) -> Path:
@@ -160,22 +116,3 @@ def load_model(
     net.trained_on = weights.meta.get("trained_on")
     log.info("loaded %s (%s)", weights.source, weights.config)
     return net.to(device)
-
-
-register_model(
-    ModelSpec(
-        "medverse-base",
-        ModelConfig(),
-        None,
-        "released architecture (71.05 M parameters, 128^3 windows); weights: convert the authors' checkpoint",
-    )
-)
-register_model(
-    ModelSpec(
-        "medverse-small",
-        ModelConfig(channels=(8, 16, 32, 64, 128), window=64),
-        "medverse-small.safetensors",
-        "CPU-sized Medverse (channels 8..128, 64^3 windows); 2360 CPU steps on synthetic and "
-        "MNI-template episodes, for 3.5-4.5 mm whole-head volumes (see weights/MODEL_CARD.md)",
-    )
-)
