@@ -269,6 +269,37 @@ def test_validate_scores_each_family(make_config) -> None:
         assert math.isfinite(metrics["psnr"]) and -1.0 <= metrics["ssim"] <= 1.0
 
 
+def test_validate_scores_with_the_evaluation_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in driver returns the mean of the context outputs (offset so some voxels leave
+    # [0, 1] and get clamped); validate must give exactly what evaluation.metrics gives on it.
+    from types import SimpleNamespace
+
+    from medverse.evaluation import metrics
+    from medverse.inference import driver
+
+    def mean_of_contexts(net, target, context_in, context_out, settings):
+        return SimpleNamespace(output=context_out.float().mean(1) * 1.2 - 0.1)
+
+    monkeypatch.setattr(driver, "run_inference", mean_of_contexts)
+    segmentation = fake_episode(shape=(12, 12, 12), num_contexts=3, seed=1)
+    enhancement = fake_episode(shape=(12, 12, 12), family="enhancement", seed=2)
+    scores = validate(torch.nn.Conv3d(1, 1, 1), [segmentation, enhancement])
+
+    def stand_in(episode: Episode) -> np.ndarray:
+        return np.asarray(episode.context_out, np.float32).mean(0)[0] * 1.2 - 0.1
+
+    reference = segmentation.target_reference[0]
+    expected_dice = metrics.dice(stand_in(segmentation), reference)
+    image = np.clip(stand_in(enhancement), 0, 1)
+    expected_psnr = metrics.psnr(image, enhancement.target_reference[0], 1.0)
+    expected_ssim = metrics.ssim(image, enhancement.target_reference[0], 1.0, use_monai=True)
+    assert 0.1 < expected_dice < 0.99 and 0.01 < abs(expected_ssim) < 0.99  # neither trivial
+    assert scores["dice"] == pytest.approx(expected_dice, rel=1e-6)
+    assert scores["dice_segmentation"] == scores["dice"]
+    assert scores["psnr"] == pytest.approx(expected_psnr, rel=1e-6)
+    assert scores["ssim"] == pytest.approx(expected_ssim, rel=1e-6)
+
+
 # -- the run folder ------------------------------------------------------------------------------
 
 

@@ -637,14 +637,9 @@ def train_step(
 # --------------------------------------------------------------------------------------------
 
 
-def _dice(prediction: torch.Tensor, reference: torch.Tensor) -> float:
-    from monai.metrics import compute_dice
-
-    pred = (prediction > 0.5).float().reshape(1, 1, *prediction.shape[-3:])
-    ref = (reference > 0.5).float().reshape(1, 1, *reference.shape[-3:])
-    if ref.sum() == 0:
-        return math.nan
-    return float(compute_dice(pred, ref, include_background=True, ignore_empty=True)[0, 0])
+def _volume(tensor: torch.Tensor) -> torch.Tensor:
+    """``(..., X, Y, Z)`` with leading axes of size 1 -> ``(X, Y, Z)``, as the metrics take it."""
+    return tensor.reshape(tensor.shape[-3:])
 
 
 def context_mean_dice(episodes: Sequence) -> float:
@@ -652,12 +647,15 @@ def context_mean_dice(episodes: Sequence) -> float:
 
     Averaged over the segmentation episodes (NaN when there is none).
     """
+    from medverse.evaluation.metrics import dice
+
     scores = []
     for episode in episodes:
         if episode.family != "segmentation":
             continue
         mean = torch.as_tensor(np.asarray(episode.context_out)).float().mean(0)
-        scores.append(_dice(mean, torch.as_tensor(np.asarray(episode.target_reference))))
+        reference = torch.as_tensor(np.asarray(episode.target_reference))
+        scores.append(dice(_volume(mean), _volume(reference)))
     scores = [s for s in scores if not math.isnan(s)]
     return float(np.mean(scores)) if scores else math.nan
 
@@ -675,8 +673,9 @@ def validate(
 
     Each episode's whole target is predicted with
     :func:`~medverse.inference.driver.run_inference` (every level, sliding windows), as a user
-    would run it. Segmentation: Dice of ``output > 0.5`` vs the mask (``monai.metrics``);
-    transformation/enhancement: PSNR and SSIM of the output clamped to [0, 1] (data range 1).
+    would run it, and scored by :mod:`medverse.evaluation.metrics`. Segmentation: Dice of
+    ``output > 0.5`` vs the mask; transformation/enhancement: PSNR and SSIM of the output
+    clamped to [0, 1] (data range 1).
 
     Args:
         model: the network (DDP wrapper accepted).
@@ -689,8 +688,7 @@ def validate(
         ``dice``, ``psnr``, ``ssim`` (means; NaN when no episode of that kind) and
         ``dice_<task>``/``psnr_<task>`` per task.
     """
-    from monai.metrics import PSNRMetric, SSIMMetric
-
+    from medverse.evaluation.metrics import dice, psnr, ssim
     from medverse.inference.driver import InferenceConfig, run_inference
 
     net = unwrap(model)
@@ -699,7 +697,9 @@ def validate(
     device = next(net.parameters()).device
     settings = InferenceConfig(compat=level_rule, context_batch=context_batch)
     per_task: dict[str, list[float]] = {}
-    dice, psnr, ssim = [], [], []
+    dices: list[float] = []
+    psnrs: list[float] = []
+    ssims: list[float] = []
     try:
         for episode in episodes:
             target = torch.as_tensor(np.asarray(episode.target))[None].to(device)
@@ -708,28 +708,27 @@ def validate(
             reference = torch.as_tensor(np.asarray(episode.target_reference))[None].float()
             with _autocast(device, autocast_dtype):
                 output = run_inference(net, target, context_in, context_out, settings).output
-            output = output.float().cpu()
+            output = _volume(output.float().cpu())
+            reference = _volume(reference)
             if episode.family == "segmentation":
-                score = _dice(output, reference)
+                score = dice(output, reference)
                 if not math.isnan(score):
-                    dice.append(score)
+                    dices.append(score)
                     per_task.setdefault(f"dice_{episode.task}", []).append(score)
                 continue
             output = output.clamp(0, 1)
-            value = float(PSNRMetric(max_val=1.0)(output, reference).mean())
-            size = min(11, *output.shape[-3:])
-            size -= 1 - size % 2  # odd, at most the smallest axis
-            ssim_metric = SSIMMetric(spatial_dims=3, data_range=1.0, win_size=size)
-            structural = float(ssim_metric(output, reference).mean())
-            psnr.append(value)
-            ssim.append(structural)
+            value = psnr(output, reference, data_range=1.0)
+            psnrs.append(value)
+            # MONAI's dense SSIMMetric (use_monai): the numbers validation has always logged; the
+            # default separable window differs by float32 rounding (up to ~1e-5 on flat outputs).
+            ssims.append(ssim(output, reference, data_range=1.0, use_monai=True))
             per_task.setdefault(f"psnr_{episode.task}", []).append(value)
     finally:
         net.train(was_training)
     result = {
-        "dice": float(np.mean(dice)) if dice else math.nan,
-        "psnr": float(np.mean(psnr)) if psnr else math.nan,
-        "ssim": float(np.mean(ssim)) if ssim else math.nan,
+        "dice": float(np.mean(dices)) if dices else math.nan,
+        "psnr": float(np.mean(psnrs)) if psnrs else math.nan,
+        "ssim": float(np.mean(ssims)) if ssims else math.nan,
     }
     result.update({k: float(np.mean(v)) for k, v in sorted(per_task.items())})
     return result
