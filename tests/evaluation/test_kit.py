@@ -99,10 +99,10 @@ def test_enhancement_and_transformation_references(tiny_kit):
 
 def test_folder_round_trip(tiny_kit, tmp_path):
     root = write_kit(tiny_kit, tmp_path / "kit")
-    manifest = json.loads((root / "dataset.json").read_text())
+    manifest = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     assert manifest["not_for_training"] is True
     assert manifest["tasks"]["putamen_aal"]["note"] == AAL_NOTE
-    assert "NOT FOR TRAINING" in (root / "README.md").read_text()
+    assert "NOT FOR TRAINING" in (root / "README.md").read_text(encoding="utf-8")
     folder = load_kit(root)
     assert folder.subject_ids == tiny_kit.subject_ids and folder.tasks == tiny_kit.tasks
     for task in ("putamen_aal", "bias_field"):
@@ -125,7 +125,7 @@ def test_end_to_end_on_the_kit(tiny_kit, tmp_path):
     assert not results.failed()
     assert results.config["dataset"]["not_for_training"] is True
     index = write_report(results, tmp_path / "report")
-    summary = (index.parent / "summary.md").read_text()
+    summary = (index.parent / "summary.md").read_text(encoding="utf-8")
     rows = [line for line in summary.splitlines() if line.startswith("| putamen_aal |")]
     assert rows and all(AAL_NOTE in row for row in rows)
-    assert AAL_NOTE in index.read_text()
+    assert AAL_NOTE in index.read_text(encoding="utf-8")
