@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["MedverseError", "InputError", "CheckpointError", "ResourceError"]
+__all__ = [
+    "MedverseError",
+    "InputError",
+    "RegistrationError",
+    "CheckpointError",
+    "ResourceError",
+]
 
 
 class MedverseError(Exception):
@@ -11,6 +17,11 @@ class MedverseError(Exception):
 
 class InputError(MedverseError, ValueError):
     """A user-supplied volume, file, option or folder is unusable; the message names it."""
+
+
+class RegistrationError(InputError):
+    """A registration ran but failed or gave an implausible result (the message names the
+    file); the images themselves were usable, so a simpler alignment may still work."""
 
 
 class CheckpointError(MedverseError, ValueError):

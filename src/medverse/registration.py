@@ -56,7 +56,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from medverse.errors import InputError
+from medverse.errors import InputError, RegistrationError
 from medverse.files import atomic_path
 from medverse.types import PathLike
 from medverse.validation import check_option, format_shape
@@ -640,7 +640,7 @@ def _guard(run: Any, fixed: Volume, moving: Volume, kind: str, engine: str) -> A
         raise
     except (RuntimeError, ValueError, OSError) as error:
         hint = " (the library printed the reason above)" if "error code" in str(error) else ""
-        raise InputError(
+        raise RegistrationError(
             f"'{moving.name}': {engine} {kind} registration onto '{fixed.name}' failed "
             f"({type(error).__name__}: {error}){hint}"
         ) from error
@@ -649,17 +649,17 @@ def _guard(run: Any, fixed: Volume, moving: Volume, kind: str, engine: str) -> A
 def _check_result(reg: Registration, fixed: Volume, moving: Volume) -> None:
     head = f"'{moving.name}': {reg.engine} {reg.kind} registration onto '{fixed.name}'"
     if not np.isfinite(reg.world).all() or abs(np.linalg.det(reg.world[:3, :3])) < 1e-6:
-        raise InputError(f"{head} gave a degenerate transform (NaN or singular)")
+        raise RegistrationError(f"{head} gave a degenerate transform (NaN or singular)")
     scales = np.linalg.svd(reg.world[:3, :3], compute_uv=False)
     if scales.min() < _SCALE_RANGE[0] or scales.max() > _SCALE_RANGE[1]:
-        raise InputError(
+        raise RegistrationError(
             f"{head} failed: it scales the anatomy by {scales.min():.2f}-{scales.max():.2f}, "
             "outside the plausible 0.25-4; check that both images show the same body part"
         )
     if reg.field is not None and not np.isfinite(reg.field).all():
-        raise InputError(f"{head} gave a displacement field with NaN or Inf values")
+        raise RegistrationError(f"{head} gave a displacement field with NaN or Inf values")
     if reg.coverage == 0.0:
-        raise InputError(
+        raise RegistrationError(
             f"{head}: after registration the target grid {fixed.describe()} does not overlap "
             f"'{moving.name}' ({moving.describe()}); check that both show the same anatomy"
         )

@@ -320,12 +320,13 @@ def predict(
         help="How contexts reach the target grid: affine (registration), deformable (affine + "
         "ANTs SyN; segmentation is then registration-guided: network + fusion of the warped "
         "masks, blend chosen on the contexts), physical (world coordinates), fov (resize whole "
-        "volume); auto = affine, or physical with --compat released.",
+        "volume); auto = deformable for segmentation with a model that has a prior gate (the bundled "
+        "medverse-small), else affine; physical with --compat released.",
     ),
     cache_dir: Path = typer.Option(
         None,
         "--cache-dir",
-        help="Registration cache for --align deformable (default: $MEDVERSE_CACHE_DIR or "
+        help="Registration cache of deformable alignment (default: $MEDVERSE_CACHE_DIR or "
         "~/.cache/medverse/registrations).",
     ),
     no_cache: bool = typer.Option(
@@ -448,7 +449,7 @@ def predict(
         seed=seed,
         calibrate=calibrate,
     )
-    if align.value == "deformable":
+    if align.value in ("deformable", "auto"):
         from medverse.registration import RegistrationCache, default_cache_dir
 
         options["cache"] = None if no_cache else RegistrationCache(cache_dir or default_cache_dir())

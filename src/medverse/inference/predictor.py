@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medverse.errors import InputError
+from medverse.errors import InputError, RegistrationError
 from medverse.inference.calibration import image_output
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
@@ -197,10 +197,11 @@ class Predictor:
             context: a :class:`Context` or ``(image, output)`` path pairs.
             align: how contexts reach the target grid: ``"affine"`` (SimpleITK registration, then
                 resampling), ``"physical"`` (world coordinates from the affines), ``"fov"``
-                (resize the whole volume), or ``"auto"``: ``"affine"``, except with
-                ``compat="released"`` where contexts on the target grid are used as given
-                (``"physical"``). ``"deformable"``: affine then deformable registration
-                (``engine``); segmentation is then registration-guided (see the module doc). Measured on the real-anatomy kit with contexts re-acquired on
+                (resize the whole volume), ``"deformable"``: affine then deformable
+                registration (``engine``); segmentation is then registration-guided (see the
+                module doc). ``"auto"``: :meth:`automatic_alignment` (registration-guided
+                segmentation with a gated model such as the bundled ``medverse-small``, affine
+                otherwise; if the deformable registration fails, affine with a note). Measured on the real-anatomy kit with contexts re-acquired on
                 other grids (benchmarks/bench_alignment.py): mean Dice of the aligned context
                 mask with the target mask 0.756 (affine), 0.440 (physical), 0.338 (fov).
             resample: False refuses contexts on another grid instead of resampling them.
@@ -228,10 +229,8 @@ class Predictor:
             ResourceError: out of memory, with the knobs to lower.
         """
         start = time.perf_counter()
-        if align == "auto":
-            as_given = self.config.compat == "released" or not resample
-            align = "physical" if as_given else "affine"
-        check_option(align, ALIGN_MODES, "align")
+        if align != "auto":
+            check_option(align, ALIGN_MODES, "align")
         if ensemble < 1:
             raise InputError(f"ensemble must be >= 1, got {ensemble}")
         if not isinstance(target, Volume):
@@ -239,6 +238,9 @@ class Predictor:
         check_volume(target.array, target.name)
         if not isinstance(context, Context):
             context = Context.from_files(list(context))
+        automatic = align == "auto"
+        if automatic:
+            align = self.automatic_alignment(context, resample)
         labels = tuple(classes) if classes is not None else context.labels
         if context.task == "segmentation":
             missing = [c for c in labels if c not in context.labels]
@@ -251,19 +253,28 @@ class Predictor:
                 f"contexts_per_draw must be in 1..{len(context)}, got {contexts_per_draw}"
             )
         if align == "deformable" and context.task == "segmentation":
-            return self._predict_guided(
-                target,
-                context,
-                labels,
-                start=start,
-                clip_percentiles=clip_percentiles,
-                ensemble=ensemble,
-                contexts_per_draw=contexts_per_draw,
-                seed=seed,
-                calibrate=calibrate,
-                engine=engine,
-                cache=cache,
-            )
+            try:
+                return self._predict_guided(
+                    target,
+                    context,
+                    labels,
+                    start=start,
+                    clip_percentiles=clip_percentiles,
+                    ensemble=ensemble,
+                    contexts_per_draw=contexts_per_draw,
+                    seed=seed,
+                    calibrate=calibrate,
+                    engine=engine,
+                    cache=cache,
+                )
+            except RegistrationError as error:
+                if not automatic:
+                    raise
+                # the default asked for more than the inputs allow: say so, align affinely
+                align = "affine"
+                fallback = f"deformable registration failed ({error}); contexts aligned affinely"
+        else:
+            fallback = None
 
         images, outputs, notes, bounds = self._prepare_contexts(
             target, context, align, resample, clip_percentiles, labels, engine, cache
@@ -302,7 +313,7 @@ class Predictor:
         summary.update(
             seconds=time.perf_counter() - start,
             peak_memory_gib=peak_memory_gib(),
-            alignment=notes,
+            alignment=[fallback, *notes] if fallback else notes,
             classes=len(labels) if context.task == "segmentation" else 1,
         )
         return Prediction(
@@ -311,6 +322,20 @@ class Predictor:
         )  # fmt: skip
 
     # -- helpers ------------------------------------------------------------------------------
+    def automatic_alignment(self, context: Context, resample: bool = True) -> str:
+        """What ``align="auto"`` means for these contexts and this model.
+
+        Contexts used as given (``"physical"``) with ``compat="released"`` or ``resample=False``;
+        otherwise registration-guided segmentation (``"deformable"``) when the task is
+        segmentation and the network has a prior gate (it was trained to refine the fusion of
+        registered masks: on the 2 mm evaluation kit it beats joint label fusion, see the
+        README), else ``"affine"``.
+        """
+        if self.config.compat == "released" or not resample:
+            return "physical"
+        gated = bool(getattr(self.model.config, "prior_gate", False))
+        return "deformable" if gated and context.task == "segmentation" else "affine"
+
     def _predict_guided(
         self,
         target: Volume,

@@ -1,0 +1,81 @@
+"""Predictor: what ``align="auto"`` resolves to, and its fallback when deformable registration fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medverse.errors import RegistrationError
+from medverse.inference.driver import InferenceConfig
+from medverse.inference.predictor import Predictor
+from medverse.io.context_set import Context
+from medverse.model.config import ModelConfig
+from medverse.model.network import MedverseNet
+
+
+def _files(tmp_path: Path) -> tuple[Path, list[tuple[Path, Path]]]:
+    rng = np.random.default_rng(5)
+    grid = np.indices((24, 22, 20)).astype(np.float32)
+    paths = []
+    for k in range(3):
+        centre = np.array([12, 11, 10]) + rng.integers(-2, 3, 3)
+        radii = np.array([7.0, 6.0, 5.0])[:, None, None, None]
+        distance = (((grid - centre[:, None, None, None]) / radii) ** 2).sum(0)
+        image = (200 * np.exp(-distance) + 20 * rng.random(distance.shape)).astype(np.float32)
+        mask = (distance < 1).astype(np.uint8)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / f"i{k}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / f"m{k}.nii.gz")
+        paths.append((tmp_path / f"i{k}.nii.gz", tmp_path / f"m{k}.nii.gz"))
+    return paths[0][0], paths[1:]
+
+
+def _net(prior_gate: bool) -> MedverseNet:
+    torch.manual_seed(0)
+    return MedverseNet(ModelConfig(channels=(2, 4, 4), window=16, prior_gate=prior_gate))
+
+
+@pytest.mark.parametrize(
+    ("gate", "task", "compat", "resample", "expected"),
+    [
+        (True, "segmentation", "medverse", True, "deformable"),
+        (False, "segmentation", "medverse", True, "affine"),
+        (True, "image", "medverse", True, "affine"),
+        (True, "segmentation", "released", True, "physical"),
+        (True, "segmentation", "medverse", False, "physical"),
+    ],
+)
+def test_auto_alignment_rule(tmp_path, gate, task, compat, resample, expected) -> None:
+    _, pairs = _files(tmp_path)
+    predictor = Predictor(_net(gate), InferenceConfig(compat=compat))
+    context = Context.from_files(pairs, task=task)
+    assert predictor.automatic_alignment(context, resample) == expected
+
+
+def test_auto_with_a_gated_model_is_registration_guided(tmp_path) -> None:
+    target, pairs = _files(tmp_path)
+    result = Predictor(_net(True)).predict(target, pairs)
+    assert result.summary.get("guided") is True
+    assert result.summary["stacking"] is not None  # two contexts: the blend was chosen on them
+    plain = Predictor(_net(False)).predict(target, pairs)
+    assert not plain.summary.get("guided")
+
+
+def test_auto_falls_back_to_affine_when_registration_fails(tmp_path, monkeypatch) -> None:
+    target, pairs = _files(tmp_path)
+    predictor = Predictor(_net(True))
+
+    def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RegistrationError("'i1.nii.gz': ants deformable registration failed (test)")
+
+    monkeypatch.setattr(predictor, "_predict_guided", fail)
+    result = predictor.predict(target, pairs)
+    assert not result.summary.get("guided")
+    assert "deformable registration failed" in result.summary["alignment"][0]
+    assert "i1.nii.gz" in result.summary["alignment"][0]
+    assert result.array.shape == (24, 22, 20)
+    with pytest.raises(RegistrationError, match="i1.nii.gz"):  # asked for by name: no fallback
+        predictor.predict(target, pairs, align="deformable")
