@@ -306,6 +306,11 @@ def run_demo(
         f"segmentation: {segmentation.summary['classes']} structures in one call, "
         f"{seconds['segmentation']:.1f} s; denoising {seconds['denoising']:.1f} s"
     )
+    if segmentation.summary.get("guided"):
+        echo(
+            "  registration-guided (contexts registered affine + SyN, network + fusion of the "
+            f"warped masks): {segmentation.summary['stacking_description'] or 'network only'}"
+        )
     for task, values in metrics.items():
         if "dice" in values and math.isnan(values["dice"]):
             echo(f"  {task:<16} Dice n/a: the structure is empty in the target's reference")

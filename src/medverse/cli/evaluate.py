@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from medverse.cli.options import CACHE_DIR, NO_CACHE, registration_cache
+
 __all__ = ["evaluate"]
 
 METHODS = (
@@ -65,15 +67,8 @@ def evaluate(
     engine: str = typer.Option(
         "ants", help="Registration engine of --align and of the registering baselines."
     ),
-    cache_dir: Path = typer.Option(
-        None,
-        "--cache-dir",
-        help="Registration cache shared by the model and the baselines (default: "
-        "$MEDVERSE_CACHE_DIR or ~/.cache/medverse/registrations).",
-    ),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Do not read or write the registration cache."
-    ),
+    cache_dir: Path = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
     tasks: str = typer.Option(
         None, help="Comma-separated task names (default: all of the dataset's)."
     ),
@@ -116,7 +111,7 @@ def evaluate(
     from medverse.evaluation.model_method import MODEL_ALIGNMENTS
     from medverse.evaluation.protocol import evaluate as run_protocol
     from medverse.evaluation.report import write_report
-    from medverse.registration import ENGINES, RegistrationCache, default_cache_dir
+    from medverse.registration import ENGINES
 
     if not out.parent.is_dir():
         raise InputError(f"'{out}': parent folder '{out.parent}' does not exist")
@@ -140,7 +135,7 @@ def evaluate(
         raise InputError("nothing to evaluate: use --kit (default), --kit-dir DIR or --dataset DIR")
     if dataset is not None and kit_dir is not None:
         raise InputError("--dataset and --kit-dir: give one of them")
-    cache = None if no_cache else RegistrationCache(cache_dir or default_cache_dir())
+    cache = registration_cache(cache_dir, no_cache)
     registering = {"engine": engine, "cache": cache}
     table = {
         "multi_atlas": partial(multi_atlas, **registering),

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperCommand
 
+from medverse.cli.options import CACHE_DIR, NO_CACHE, registration_cache
+
 app = typer.Typer(
     name="medverse",
     help="Universal in-context learning for 3D medical images (Medverse).",
@@ -323,15 +325,8 @@ def predict(
         "volume); auto = deformable for segmentation with a model that has a prior gate (the bundled "
         "medverse-small), else affine; physical with --compat released.",
     ),
-    cache_dir: Path = typer.Option(
-        None,
-        "--cache-dir",
-        help="Registration cache of deformable alignment (default: $MEDVERSE_CACHE_DIR or "
-        "~/.cache/medverse/registrations).",
-    ),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Do not read or write the registration cache."
-    ),
+    cache_dir: Path = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
     no_resample: bool = typer.Option(
         False, "--no-resample", help="Refuse contexts on another grid instead of resampling."
     ),
@@ -450,9 +445,7 @@ def predict(
         calibrate=calibrate,
     )
     if align.value in ("deformable", "auto"):
-        from medverse.registration import RegistrationCache, default_cache_dir
-
-        options["cache"] = None if no_cache else RegistrationCache(cache_dir or default_cache_dir())
+        options["cache"] = registration_cache(cache_dir, no_cache)
     if cohort:
         _predict_cohort(predictor, pairs, options, targets_from, output_dir, trained_on,
                         raw=raw, overwrite=overwrite, progress=progress, info=dist_info)  # fmt: skip

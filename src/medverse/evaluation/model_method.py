@@ -29,6 +29,12 @@ MODEL_ALIGNMENTS = ("none", "affine", "deformable")
 GUIDED_OUTPUTS = ("stacked", "network", "fusion")
 
 
+def _affine(spacing: Any) -> np.ndarray:
+    """The grid the protocol's arrays are on: ``spacing`` mm voxels (1 mm when not given)."""
+    values = (1.0, 1.0, 1.0) if spacing is None else spacing
+    return np.diag([*(float(s) for s in values), 1.0])
+
+
 class ModelMethod:
     """``method(target_image, context_images, context_outputs, *, spacing, task_family)``.
 
@@ -99,8 +105,7 @@ class ModelMethod:
         context_outputs: Sequence[np.ndarray],
         spacing: Any,
     ) -> GuidedResult:
-        spacing = (1.0, 1.0, 1.0) if spacing is None else spacing
-        affine = np.diag([*(float(s) for s in spacing), 1.0])
+        affine = _affine(spacing)
         digest = hashlib.blake2b(digest_size=16)
         for array in (target_image, *context_images, *context_outputs, affine):
             digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
@@ -136,8 +141,7 @@ class ModelMethod:
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Contexts registered onto the target with ``self.align`` (affine, or deformable for
         image tasks), outputs resampled with them (masks: nearest neighbour)."""
-        spacing = (1.0, 1.0, 1.0) if spacing is None else spacing
-        affine = np.diag([*(float(s) for s in spacing), 1.0])
+        affine = _affine(spacing)
         fixed = Volume(np.asarray(target_image, dtype=np.float32), affine, name="target")
         images, outputs = [], []
         for i, (image, output) in enumerate(zip(context_images, context_outputs)):
