@@ -3,6 +3,7 @@ and failures that name the moving volume. Small phantoms (<= 40^3), seconds each
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -307,3 +308,18 @@ def test_bad_options_and_arrays_are_refused(fixed: tuple[Volume, np.ndarray]) ->
         reg.warp(np.zeros((5, 5, 5)))
     with pytest.raises(InputError, match="interpolation must be one of"):
         reg.warp(target.array, interpolation="cubic")
+
+
+def test_a_registration_that_shrinks_the_anatomy_is_doubted(
+    fixed: tuple[Volume, np.ndarray],
+) -> None:
+    target, _ = fixed
+    same = register(target, Volume(target.array.copy(), target.affine, name="same.nii.gz"))
+    assert same.doubt() is None
+    # the same phantom at 0.6 times the size: a registration that has to scale it by ~0.6
+    small, _ = subject(target.affine, target.shape, warp=lambda p: p / 0.6, name="small.nii.gz")
+    reg = register(target, small, kind="affine", engine="sitk")
+    doubt = reg.doubt()
+    assert doubt is not None and "'small.nii.gz'" in doubt
+    low, high = (float(v) for v in re.search(r"scaled it by ([\d.]+)-([\d.]+)", doubt).groups())
+    assert 0.5 < low <= high < 0.7

@@ -88,6 +88,10 @@ _CLIP = (0.5, 99.5)  # percentile clipping before registration
 _SITK_SEED = 1234  # SimpleITK metric sampling seed
 _SITK_MAX_SIZE = 48  # voxels per axis the SimpleITK affine metric sees at its finest level
 _SCALE_RANGE = (0.25, 4.0)  # an affine scaling outside this means the registration failed
+# Adult heads differ in size by well under 25 %; same-anatomy kit registrations scale by
+# 0.93-1.07, while a context of another body part scaled by 0.34-0.91 and an inverted-contrast
+# one by 0.61-0.88 (both "succeeded"). Outside this range the result is kept but doubted.
+_PLAUSIBLE_SCALE = (0.75, 1.33)
 _WARP_CHUNK = 2_000_000  # fixed voxels mapped at once by a deformable warp (~100 MB temporaries)
 _ANTS_LOCK = threading.Lock()  # the seed is process-wide
 _THREADS_VARIABLE = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
@@ -239,6 +243,20 @@ class Registration:
         if self.field is not None:
             text += f", displacement up to {self.max_displacement:.1f} mm"
         return text + ("; cached" if self.cached else f"; {self.seconds:.1f} s")
+
+    def doubt(self) -> str | None:
+        """A warning when the affine part scales the anatomy more than two subjects of the same
+        body part differ (outside 0.75-1.33): the context probably shows another anatomy, field
+        of view or contrast, and the registration, though it ran, is likely wrong."""
+        scales = np.linalg.svd(self.world[:3, :3], compute_uv=False)
+        low, high = _PLAUSIBLE_SCALE
+        if scales.min() >= low and scales.max() <= high:
+            return None
+        return (
+            f"'{self.moving_name}': registration scaled it by {scales.min():.2f}-"
+            f"{scales.max():.2f} to fit the target (same-anatomy subjects: {low:g}-{high:g}); it "
+            "may show another body part, field of view or contrast: check the context"
+        )
 
     def _map(self, stack: np.ndarray | None, order: int) -> tuple[np.ndarray | None, float]:
         """``(N, *moving_shape)`` arrays (or None: coverage only) -> ``(N, *fixed_shape)``."""

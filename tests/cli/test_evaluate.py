@@ -114,14 +114,44 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
     assert dice["medverse_network"] == dice["medverse_fusion"] == dice["medverse"]
     assert min(dice["medverse_fusion"]) > 0.5  # registered brain masks overlap the target
     assert any((tmp_path / "cache").rglob("*"))  # registrations shared through the disk cache
+    # the default --align auto is the guided segmentation for a gated network
+    auto_args = [a for a in args if a not in ("--align", "deformable")]
+    res = CliRunner().invoke(app, [*auto_args, "--out", str(tmp_path / "auto")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "auto" / "cases.csv").read_text() == (
+        tmp_path / "r" / "cases.csv"
+    ).read_text()
 
 
 def test_evaluate_guided_parts_need_align_deformable(tmp_path) -> None:
     import subprocess
 
     cmd = ["medverse", "evaluate", "--out", str(tmp_path / "r"), "--methods", "medverse_fusion"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([*cmd, "--align", "none"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--align deformable" in res.stderr
     assert "Traceback" not in res.stderr
     bad = subprocess.run([*cmd[:4], "--align", "rigid"], capture_output=True, text=True)
     assert bad.returncode == 2 and "rigid" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluate_auto_guided_parts_need_a_gated_model(tmp_path) -> None:
+    import subprocess
+
+    import torch
+
+    from medverse.checkpoint.io import save_model
+    from medverse.model.config import ModelConfig
+    from medverse.model.network import MedverseNet
+
+    torch.manual_seed(0)
+    config = ModelConfig(channels=(2, 4, 4), window=16)  # no prior gate: auto is unguided
+    save_model(tmp_path / "tiny", MedverseNet(config).state_dict(), config, source="test")
+    cmd = ["medverse", "evaluate", "--out", str(tmp_path / "r"), "--model", str(tmp_path / "tiny")]
+    res = subprocess.run(
+        [*cmd, "--methods", "medverse,medverse_network"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and "--align deformable" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "r").exists()

@@ -63,6 +63,7 @@ def test_model_metadata_carries_training_range(model_dir) -> None:
     assert load_model(model_dir).trained_on == TRAINED_ON
     bundled = load_model("medverse-small").trained_on
     assert bundled["voxel_size_mm"] == [3.5, 4.5]
+    assert bundled["guided_voxel_size_mm"] == [1.8, 4.5]
     assert bundled["field_of_view_mm"] == [192, 224, 192]
 
 
@@ -83,6 +84,18 @@ def test_target_within_training_range_is_quiet() -> None:
     small_fov = Volume(np.zeros((20, 20, 20)), np.diag([4.0, 4.0, 4.0, 1.0]), name="crop")
     (line,) = target_warnings(small_fov, TRAINED_ON)
     assert "covers 80x80x80 mm" in line and "192x224x192" in line
+
+
+def test_guided_call_is_checked_against_the_guided_range() -> None:
+    trained = {**TRAINED_ON, "guided_voxel_size_mm": [1.8, 4.5]}
+    fine = Volume(np.zeros((96, 112, 96)), np.diag([2.0, 2.0, 2.0, 1.0]), name="fine")
+    (line,) = target_warnings(fine, trained)  # unguided: 2 mm is outside 3.5-4.5 mm / 1.5
+    assert "trained on 3.5-4.5 mm voxels" in line and "registration-guided" not in line
+    assert target_warnings(fine, trained, guided=True) == []
+    assert target_warnings(fine, TRAINED_ON, guided=True) == target_warnings(fine, TRAINED_ON)
+    finer = Volume(np.zeros((192, 224, 192)), np.diag([1.0, 1.0, 1.0, 1.0]), name="finer")
+    (line,) = target_warnings(finer, trained, guided=True)
+    assert "trained on 1.8-4.5 mm voxels for this registration-guided call" in line
 
 
 @pytest.mark.parametrize("align", ["auto", "physical"])

@@ -76,9 +76,11 @@ register_model(
 register_model(
     ModelSpec(
         "medverse-small",
-        ModelConfig(channels=(8, 16, 32, 64, 128), window=64),
+        ModelConfig(channels=(8, 16, 32, 64, 128), window=64, prior_gate=True),
         "medverse-small.safetensors",
-        "CPU-sized Medverse (channels 8..128, 64^3 windows); 2360 CPU steps on synthetic and "
-        "MNI-template episodes, for 3.5-4.5 mm whole-head volumes (see weights/MODEL_CARD.md)",
+        "CPU-sized Medverse (channels 8..128, 64^3 windows, prior gate); 2360 CPU steps on "
+        "synthetic and MNI-template episodes for 3.5-4.5 mm whole-head volumes, then 200 of its "
+        "prior gate alone for registration-guided segmentation at 1.8-4.5 mm "
+        "(see weights/MODEL_CARD.md)",
     )
 )

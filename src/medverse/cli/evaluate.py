@@ -54,15 +54,18 @@ def evaluate(
     ),
     methods: str = typer.Option(
         "medverse,multi_atlas,joint_label_fusion,nl_means,context_mean,identity",
-        help="Comma-separated methods. medverse_network / medverse_fusion (with --align "
-        "deformable): the two parts of the guided segmentation, from the same runs.",
+        help="Comma-separated methods. medverse_network / medverse_fusion (with a guided "
+        "segmentation: --align deformable, or auto with a gated model): the two parts of the "
+        "guided segmentation, from the same runs.",
     ),
     align: str = typer.Option(
-        "none",
+        "auto",
         "--align",
         help="How the model's contexts reach the target: none (as the protocol gives them, on "
         "the target grid), affine or deformable (registered; deformable segmentation is "
-        "registration-guided, as medverse predict --align deformable).",
+        "registration-guided, as medverse predict --align deformable); auto, as medverse "
+        "predict: registration-guided segmentation when the model has a prior gate (the "
+        "bundled medverse-small has one), none otherwise and for image tasks.",
     ),
     engine: str = typer.Option(
         "ants", help="Registration engine of --align and of the registering baselines."
@@ -91,8 +94,7 @@ def evaluate(
     \b
     Example:
       medverse evaluate --out report/ --model medverse-small --spacing 3.5
-      medverse evaluate --out report/ --model medverse-small --align deformable \
-          --methods medverse,medverse_network,medverse_fusion,multi_atlas,joint_label_fusion
+      medverse evaluate --out r/ --model medverse-small --methods medverse,joint_label_fusion
       medverse evaluate --out report/ --model medverse-small --dataset Dataset001_Liver/
     """
     from medverse.errors import InputError
@@ -126,11 +128,12 @@ def evaluate(
     if engine not in ENGINES:
         raise typer.BadParameter(f"{engine!r}; choose from {list(ENGINES)}", param_hint="--engine")
     parts = [m for m in wanted if m in ("medverse_network", "medverse_fusion")]
-    if parts and align != "deformable":
-        raise typer.BadParameter(
-            f"{parts} are parts of the registration-guided segmentation: add --align deformable",
-            param_hint="--methods",
-        )
+    unguided = typer.BadParameter(
+        f"{parts} are parts of the registration-guided segmentation: add --align deformable",
+        param_hint="--methods",
+    )
+    if parts and align not in ("deformable", "auto"):
+        raise unguided
     if not kit and kit_dir is None and dataset is None:
         raise InputError("nothing to evaluate: use --kit (default), --kit-dir DIR or --dataset DIR")
     if dataset is not None and kit_dir is not None:
@@ -161,6 +164,8 @@ def evaluate(
             net = load_model(model)
             model_hash = net.weights_sha256 or net.source
             stacked = ModelMethod(net, calibrate=calibrate, align=align, **registering)
+            if parts and stacked.alignment(segmentation=True) != "deformable":
+                raise unguided  # auto with a network without a prior gate
             variants = {
                 "medverse": stacked,
                 "medverse_network": stacked.variant("network"),

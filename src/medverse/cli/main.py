@@ -451,7 +451,9 @@ def predict(
                         raw=raw, overwrite=overwrite, progress=progress, info=dist_info)  # fmt: skip
         return
     target_volume = read_volume(target, name=str(target))
-    for line in target_warnings(target_volume, trained_on):
+    for line in target_warnings(
+        target_volume, trained_on, guided=_guided(predictor, pairs, options)
+    ):
         warn(line)
     if progress:
         predictor.on_level = lambda t, n: typer.echo(f"level {t}/{n}", err=True)
@@ -475,6 +477,14 @@ def predict(
         + (f"calibrated {s['calibration']['weights']}, " if s.get("calibration") else "")
         + f"{s['seconds']:.1f} s, peak memory {s['peak_memory_gib']:.2f} GiB -> {', '.join(map(str, written))}"
     )
+
+
+def _guided(predictor: Any, pairs: Any, options: dict[str, Any]) -> bool:
+    """Whether a predict call with these options runs registration-guided segmentation."""
+    align = options["align"]
+    if align == "auto" and pairs is not None:
+        align = predictor.automatic_alignment(pairs, options["resample"])
+    return align == "deformable" and pairs is not None and pairs.task == "segmentation"
 
 
 def _predict_cohort(
@@ -508,7 +518,9 @@ def _predict_cohort(
 
     def predict_one(path: Path) -> Any:
         volume = read_volume(path, name=str(path))
-        warned.extend(target_warnings(volume, trained_on))
+        warned.extend(
+            target_warnings(volume, trained_on, guided=_guided(predictor, pairs, options))
+        )
         return predictor.predict(volume, pairs, **options)
 
     rows = run_cohort(

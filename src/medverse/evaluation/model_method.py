@@ -23,8 +23,10 @@ __all__ = ["GUIDED_OUTPUTS", "MODEL_ALIGNMENTS", "ModelMethod"]
 #: How the method brings contexts to the target: as given (the protocol's contexts already
 #: share the target grid), registered affinely (images and outputs resampled linearly, masks
 #: with nearest neighbour, as ``medverse predict --align affine``), or registered deformably
-#: (``"deformable"``: registration-guided segmentation, as ``--align deformable``).
-MODEL_ALIGNMENTS = ("none", "affine", "deformable")
+#: (``"deformable"``: registration-guided segmentation, as ``--align deformable``), or
+#: ``"auto"``, as ``medverse predict``'s default: registration-guided segmentation when the
+#: network has a prior gate, the contexts as given otherwise (and for image tasks).
+MODEL_ALIGNMENTS = ("auto", "none", "affine", "deformable")
 #: What a guided segmentation returns: the stacked blend (default), or one of its two parts.
 GUIDED_OUTPUTS = ("stacked", "network", "fusion")
 
@@ -91,6 +93,13 @@ class ModelMethod:
         other._memo = self._memo
         return other
 
+    def alignment(self, segmentation: bool) -> str:
+        """The alignment a call runs: ``align``, with ``"auto"`` resolved for this network."""
+        if self.align != "auto":
+            return self.align
+        gated = bool(getattr(self.net.config, "prior_gate", False))
+        return "deformable" if segmentation and gated else "none"
+
     def _predict(self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray) -> np.ndarray:
         """Normalised ``(1, X, Y, Z)`` target and ``(L, 1, ...)`` pairs -> ``(1, X, Y, Z)``."""
         t, ci, co = (
@@ -138,15 +147,16 @@ class ModelMethod:
         context_outputs: Sequence[np.ndarray],
         spacing: Any,
         segmentation: bool,
+        align: str,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Contexts registered onto the target with ``self.align`` (affine, or deformable for
-        image tasks), outputs resampled with them (masks: nearest neighbour)."""
+        """Contexts registered onto the target with ``align`` (affine, or deformable for image
+        tasks), outputs resampled with them (masks: nearest neighbour)."""
         affine = _affine(spacing)
         fixed = Volume(np.asarray(target_image, dtype=np.float32), affine, name="target")
         images, outputs = [], []
         for i, (image, output) in enumerate(zip(context_images, context_outputs)):
             moving = Volume(np.asarray(image, dtype=np.float32), affine, name=f"context {i}")
-            reg = register(fixed, moving, kind=self.align, engine=self.engine, cache=self.cache)
+            reg = register(fixed, moving, kind=align, engine=self.engine, cache=self.cache)
             images.append(reg.warp(moving.array))
             if segmentation:
                 mask = (np.asarray(output) > 0.5).astype(np.float32)
@@ -165,13 +175,14 @@ class ModelMethod:
         task_family: str = "segmentation",
     ) -> np.ndarray:
         segmentation = task_family == "segmentation"
-        if segmentation and self.align == "deformable":
+        align = self.alignment(segmentation)
+        if segmentation and align == "deformable":
             result = self._guided(target_image, context_images, context_outputs, spacing)
             part = {"stacked": result.raw, "network": result.network, "fusion": result.fusion}
             return part[self.output][0]
-        if self.align != "none":
+        if align != "none":
             context_images, context_outputs = self._registered(
-                target_image, context_images, context_outputs, spacing, segmentation
+                target_image, context_images, context_outputs, spacing, segmentation, align
             )
         tgt = normalize_intensity(target_image)[None]
         images = np.stack([normalize_intensity(c) for c in context_images])[:, None]

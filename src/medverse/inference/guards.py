@@ -26,13 +26,19 @@ SPACING_TOLERANCE = 1.5
 FOV_TOLERANCE = 2.0
 
 
-def target_warnings(target: Volume, trained_on: Mapping[str, Any] | None) -> list[str]:
+def target_warnings(
+    target: Volume, trained_on: Mapping[str, Any] | None, *, guided: bool = False
+) -> list[str]:
     """Lines describing how ``target`` is far from the model's training data (may be empty).
 
     Args:
         target: the target volume (its affine gives voxel sizes and field of view).
         trained_on: the model's ``trained_on`` metadata (``voxel_size_mm: [low, high]``,
-            ``field_of_view_mm: [x, y, z]``), or None (then nothing is checked).
+            ``field_of_view_mm: [x, y, z]``, optionally ``guided_voxel_size_mm: [low, high]``),
+            or None (then nothing is checked).
+        guided: the call is registration-guided segmentation; then ``guided_voxel_size_mm``
+            (the range the guided call was trained and evaluated on), where given, replaces
+            ``voxel_size_mm``.
 
     Example:
         >>> import numpy as np
@@ -46,12 +52,15 @@ def target_warnings(target: Volume, trained_on: Mapping[str, Any] | None) -> lis
     spacing = np.asarray(target.spacing, dtype=float)
     shown = "x".join(f"{s:.3g}" for s in spacing)
     voxel = trained_on.get("voxel_size_mm")
+    guided = guided and bool(trained_on.get("guided_voxel_size_mm"))
+    if guided:
+        voxel = trained_on["guided_voxel_size_mm"]
     if voxel:
         low, high = float(min(voxel)), float(max(voxel))
         if spacing.min() < low / SPACING_TOLERANCE or spacing.max() > high * SPACING_TOLERANCE:
             lines.append(
                 f"target '{target.name}' has {shown} mm voxels; the model was trained on "
-                f"{low:g}-{high:g} mm voxels, so expect worse results (resample the target and "
+                f"{low:g}-{high:g} mm voxels{' for this registration-guided call' if guided else ''}, so expect worse results (resample the target and "
                 "contexts to that voxel size, or use a model trained at this resolution)"
             )
     fov = trained_on.get("field_of_view_mm")

@@ -251,7 +251,8 @@ class GuidedResult:
         network: the network's guided output.
         fusion: the mean warped soft masks.
         stacking: the fitted blend, or None.
-        notes: one line per context (the registration used).
+        notes: one line per context (the registration used), then a "warning:" line where
+            the registration is doubtful (:meth:`~medverse.registration.Registration.doubt`).
     """
 
     raw: np.ndarray
@@ -273,7 +274,7 @@ def align_contexts(
 
     Returns:
         ``(images (L, 1, X, Y, Z)`` normalised, ``soft masks (L, K, X, Y, Z)`` (each binary
-        mask warped linearly), one note per context ``)``.
+        mask warped linearly), notes (one per context, plus doubts) ``)``.
     """
     num_labels = contexts[0].masks.shape[0]
     images = np.empty((len(contexts), 1, *fixed.shape), np.float32)
@@ -288,6 +289,9 @@ def align_contexts(
         )
         soft[i] = np.clip(warped[1:], 0.0, 1.0)
         notes.append(reg.describe())
+        doubt = reg.doubt()
+        if doubt:
+            notes.append(f"warning: {doubt}")
     return images, soft, notes
 
 

@@ -401,6 +401,9 @@ def align_pair(
         )
         if coverage < 0.999:
             description += f"; it covers {coverage:.0%} of the target, the rest is 0"
+        doubt = reg.doubt()
+        if doubt:
+            description += f"\nwarning: {doubt}"
     else:
         aligned_image, coverage = _resample(image, target, "linear", None)
         if coverage == 0.0:
