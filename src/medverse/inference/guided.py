@@ -288,7 +288,7 @@ def align_contexts(
             warped[0], clip_percentiles=clip_percentiles, name=context.image.name
         )
         soft[i] = np.clip(warped[1:], 0.0, 1.0)
-        notes.append(reg.describe())
+        notes.append(f"context '{context.image.name}': registered ({reg.describe()}), masks warped")
         doubt = reg.doubt()
         if doubt:
             notes.append(f"warning: {doubt}")
