@@ -230,12 +230,17 @@ class Registration:
             return 0.0
         return float(np.sqrt((self.field.astype(np.float64) ** 2).sum(axis=0)).max())
 
+    @property
+    def scales(self) -> np.ndarray:
+        """Singular values of the fixed-to-moving world map's linear part (its scalings)."""
+        return np.linalg.svd(self.world[:3, :3], compute_uv=False)
+
     def describe(self) -> str:
         """One line, e.g. ``"ANTs affine + SyN (CC); centre shift (1.0,-2.5,0.0) mm, scale
         0.91-0.93, displacement up to 6.3 mm; 4.2 s"``."""
         centre = self.fixed_affine @ np.append((np.asarray(self.fixed_shape) - 1) / 2.0, 1.0)
         shift = ",".join(f"{v:.1f}" for v in (self.world @ centre - centre)[:3])
-        scales = np.linalg.svd(self.world[:3, :3], compute_uv=False)
+        scales = self.scales
         text = (
             f"{_METHOD_NAMES[self.engine, self.kind]}; centre shift ({shift}) mm, "
             f"scale {scales.min():.2f}-{scales.max():.2f}"
@@ -248,7 +253,7 @@ class Registration:
         """A warning when the affine part scales the anatomy more than two subjects of the same
         body part differ (outside 0.75-1.33): the context probably shows another anatomy, field
         of view or contrast, and the registration, though it ran, is likely wrong."""
-        scales = np.linalg.svd(self.world[:3, :3], compute_uv=False)
+        scales = self.scales
         low, high = _PLAUSIBLE_SCALE
         if scales.min() >= low and scales.max() <= high:
             return None
@@ -668,7 +673,7 @@ def _check_result(reg: Registration, fixed: Volume, moving: Volume) -> None:
     head = f"'{moving.name}': {reg.engine} {reg.kind} registration onto '{fixed.name}'"
     if not np.isfinite(reg.world).all() or abs(np.linalg.det(reg.world[:3, :3])) < 1e-6:
         raise RegistrationError(f"{head} gave a degenerate transform (NaN or singular)")
-    scales = np.linalg.svd(reg.world[:3, :3], compute_uv=False)
+    scales = reg.scales
     if scales.min() < _SCALE_RANGE[0] or scales.max() > _SCALE_RANGE[1]:
         raise RegistrationError(
             f"{head} failed: it scales the anatomy by {scales.min():.2f}-{scales.max():.2f}, "

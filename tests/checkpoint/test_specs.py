@@ -12,7 +12,9 @@ from medverse.model.config import ModelConfig
 def test_arch_alone_means_its_default_tag() -> None:
     spec = specs.get_spec("medverse-small")
     assert spec.name == "medverse-small"
-    assert spec.config == ModelConfig(channels=(8, 16, 32, 64, 128), window=64)
+    # the bundled weights carry a trained prior gate (registration-guided segmentation)
+    assert spec.config == ModelConfig(channels=(8, 16, 32, 64, 128), window=64, prior_gate=True)
+    assert not specs.get_spec("medverse-base").config.prior_gate  # the released architecture
     assert specs.get_spec("medverse-base").weights is None
     assert specs.list_models() == sorted(specs.list_models())
 

@@ -19,7 +19,10 @@ def test_defaults_are_valid_and_follow_the_method() -> None:
     assert config.grad_clip == 0.25  # METHOD.md §4 (predecessor)
     assert config.num_contexts == (1, 8)  # paper: 3, then random 1-8
     assert config.ar_source == "degraded"
-    assert config.model_config == ModelConfig(channels=(8, 16, 32, 64, 128), window=64)
+    # the default model is the bundled medverse-small, prior gate included
+    assert config.model_config == ModelConfig(
+        channels=(8, 16, 32, 64, 128), window=64, prior_gate=True
+    )
     assert config.data == (DataSource(),)
     assert sum(config.task_weights.values()) == pytest.approx(1.0)
 

@@ -481,10 +481,12 @@ def predict(
 
 def _guided(predictor: Any, pairs: Any, options: dict[str, Any]) -> bool:
     """Whether a predict call with these options runs registration-guided segmentation."""
+    if pairs is None or pairs.task != "segmentation":
+        return False
     align = options["align"]
-    if align == "auto" and pairs is not None:
+    if align == "auto":
         align = predictor.automatic_alignment(pairs, options["resample"])
-    return align == "deformable" and pairs is not None and pairs.task == "segmentation"
+    return align == "deformable"
 
 
 def _predict_cohort(

@@ -97,8 +97,7 @@ class ModelMethod:
         """The alignment a call runs: ``align``, with ``"auto"`` resolved for this network."""
         if self.align != "auto":
             return self.align
-        gated = bool(getattr(self.net.config, "prior_gate", False))
-        return "deformable" if segmentation and gated else "none"
+        return "deformable" if segmentation and self.net.config.prior_gate else "none"
 
     def _predict(self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray) -> np.ndarray:
         """Normalised ``(1, X, Y, Z)`` target and ``(L, 1, ...)`` pairs -> ``(1, X, Y, Z)``."""

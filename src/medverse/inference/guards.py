@@ -57,10 +57,11 @@ def target_warnings(
         voxel = trained_on["guided_voxel_size_mm"]
     if voxel:
         low, high = float(min(voxel)), float(max(voxel))
+        which = " for this registration-guided call" if guided else ""
         if spacing.min() < low / SPACING_TOLERANCE or spacing.max() > high * SPACING_TOLERANCE:
             lines.append(
                 f"target '{target.name}' has {shown} mm voxels; the model was trained on "
-                f"{low:g}-{high:g} mm voxels{' for this registration-guided call' if guided else ''}, so expect worse results (resample the target and "
+                f"{low:g}-{high:g} mm voxels{which}, so expect worse results (resample the target and "
                 "contexts to that voxel size, or use a model trained at this resolution)"
             )
     fov = trained_on.get("field_of_view_mm")

@@ -333,7 +333,7 @@ class Predictor:
         """
         if self.config.compat == "released" or not resample:
             return "physical"
-        gated = bool(getattr(self.model.config, "prior_gate", False))
+        gated = self.model.config.prior_gate
         return "deformable" if gated and context.task == "segmentation" else "affine"
 
     def _predict_guided(
