@@ -96,7 +96,7 @@ def _write_inputs(
     kit: Any, root: Path, subject_ids: list[str], labels: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """Target and contexts as files: nnU-Net layout for the masks, file pairs for denoising."""
-    from medverse.evaluation.report import atomic_write_text
+    from medverse.files import atomic_write_text
     from medverse.io.volume import write_label_names, write_volume
 
     target_id, context_ids = subject_ids[0], subject_ids[1:]
@@ -240,7 +240,7 @@ def run_demo(
     from medverse.checkpoint.registry import load_model
     from medverse.evaluation.kit import KitConfig, build_kit
     from medverse.evaluation.metrics import dice, psnr
-    from medverse.evaluation.report import atomic_write, atomic_write_text
+    from medverse.files import atomic_write_bytes, atomic_write_text
     from medverse.inference.driver import InferenceConfig
     from medverse.inference.predictor import Predictor
     from medverse.io.context_set import Context
@@ -328,7 +328,7 @@ def run_demo(
     start = time.perf_counter()
     figures = _figures(kit, subject_ids[0], reference, segmentation.array, denoising.array)
     for name, data in figures.items():
-        atomic_write(root / name, data)
+        atomic_write_bytes(root / name, data)
     seconds["figures"] = time.perf_counter() - start
     summary = {
         "config": asdict(config) | {"shape": list(config.shape)},

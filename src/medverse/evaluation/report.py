@@ -35,13 +35,10 @@ import numpy as np
 
 from medverse.evaluation.metrics import IMAGE_METRICS, SEGMENTATION_METRICS
 from medverse.evaluation.protocol import CaseResult, Example, Results
-from medverse.files import atomic_write_bytes as atomic_write
-from medverse.files import atomic_write_text
+from medverse.files import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "PlaneView",
-    "atomic_write",
-    "atomic_write_text",
     "build_example_figure",
     "example_figure",
     "orientation_letters",
@@ -732,7 +729,7 @@ def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
         data = _box_plot(results, metric)
         if data is not None:
             name = f"box_{metric}.png"
-            atomic_write(figure_dir / name, data)
+            atomic_write_bytes(figure_dir / name, data)
             box_plots.append((metric, name))
 
     figures: dict[str, list[str]] = {}
@@ -742,7 +739,7 @@ def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
             + ".png"
         )
         try:
-            atomic_write(figure_dir / name, example_figure(example))
+            atomic_write_bytes(figure_dir / name, example_figure(example))
         except (ValueError, IndexError) as error:  # a degenerate volume must not stop the report
             logger.warning("figure %s skipped: %s", name, error)
             continue
