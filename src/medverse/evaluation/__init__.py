@@ -12,48 +12,9 @@ Example:
 
 from __future__ import annotations
 
-from medverse.evaluation.baselines import (
-    clear_registration_cache,
-    context_mean,
-    identity,
-    joint_label_fusion,
-    multi_atlas,
-    multi_atlas_sitk,
-    nl_means,
-    register_to_target,
-)
-from medverse.evaluation.kit import (
-    AAL_NOTE,
-    KIT_SEED_NAMESPACE,
-    KIT_TASKS,
-    EvaluationKit,
-    KitConfig,
-    KitFolder,
-    build_kit,
-    load_kit,
-    write_kit,
-)
-from medverse.evaluation.metrics import (
-    dice,
-    empty_reason,
-    hd95,
-    mae,
-    nsd,
-    psnr,
-    score_image,
-    score_segmentation,
-    ssim,
-)
-from medverse.evaluation.protocol import (
-    Case,
-    CaseResult,
-    EvaluationDataset,
-    Results,
-    TaskInfo,
-    draw_seed,
-    evaluate,
-)
-from medverse.evaluation.report import summarize, write_report
+import importlib
+import importlib.util
+from typing import Any
 
 __all__ = [
     "AAL_NOTE",
@@ -92,3 +53,54 @@ __all__ = [
     "write_kit",
     "write_report",
 ]
+
+_LAZY = {
+    "clear_registration_cache": "medverse.evaluation.baselines",
+    "context_mean": "medverse.evaluation.baselines",
+    "identity": "medverse.evaluation.baselines",
+    "joint_label_fusion": "medverse.evaluation.baselines",
+    "multi_atlas": "medverse.evaluation.baselines",
+    "multi_atlas_sitk": "medverse.evaluation.baselines",
+    "nl_means": "medverse.evaluation.baselines",
+    "register_to_target": "medverse.evaluation.baselines",
+    "AAL_NOTE": "medverse.evaluation.kit",
+    "KIT_SEED_NAMESPACE": "medverse.evaluation.kit",
+    "KIT_TASKS": "medverse.evaluation.kit",
+    "EvaluationKit": "medverse.evaluation.kit",
+    "KitConfig": "medverse.evaluation.kit",
+    "KitFolder": "medverse.evaluation.kit",
+    "build_kit": "medverse.evaluation.kit",
+    "load_kit": "medverse.evaluation.kit",
+    "write_kit": "medverse.evaluation.kit",
+    "dice": "medverse.evaluation.metrics",
+    "empty_reason": "medverse.evaluation.metrics",
+    "hd95": "medverse.evaluation.metrics",
+    "mae": "medverse.evaluation.metrics",
+    "nsd": "medverse.evaluation.metrics",
+    "psnr": "medverse.evaluation.metrics",
+    "score_image": "medverse.evaluation.metrics",
+    "score_segmentation": "medverse.evaluation.metrics",
+    "ssim": "medverse.evaluation.metrics",
+    "Case": "medverse.evaluation.protocol",
+    "CaseResult": "medverse.evaluation.protocol",
+    "EvaluationDataset": "medverse.evaluation.protocol",
+    "Results": "medverse.evaluation.protocol",
+    "TaskInfo": "medverse.evaluation.protocol",
+    "draw_seed": "medverse.evaluation.protocol",
+    "evaluate": "medverse.evaluation.protocol",
+    "summarize": "medverse.evaluation.report",
+    "write_report": "medverse.evaluation.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name or a submodule on first use.
+
+    So importing one module of the package (``medverse.evaluation.metrics`` from training, say)
+    runs none of the others.
+    """
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

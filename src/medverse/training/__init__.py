@@ -13,19 +13,9 @@ Example:
 
 from __future__ import annotations
 
-from medverse.training.coarse_to_fine import TrainingWindow, collate_windows, episode_to_window
-from medverse.training.config import DataSource, TrainConfig
-from medverse.training.distributed import DistInfo, init_distributed
-from medverse.training.loop import (
-    StepBuilder,
-    TrainResult,
-    context_mean_dice,
-    run,
-    train_step,
-    validate,
-    validation_episodes,
-)
-from medverse.training.losses import episode_loss, image_smooth_l1, mask_smooth_l1
+import importlib
+import importlib.util
+from typing import Any
 
 __all__ = [
     "DataSource",
@@ -46,3 +36,36 @@ __all__ = [
     "validate",
     "validation_episodes",
 ]
+
+_LAZY = {
+    "TrainingWindow": "medverse.training.coarse_to_fine",
+    "collate_windows": "medverse.training.coarse_to_fine",
+    "episode_to_window": "medverse.training.coarse_to_fine",
+    "DataSource": "medverse.training.config",
+    "TrainConfig": "medverse.training.config",
+    "DistInfo": "medverse.training.distributed",
+    "init_distributed": "medverse.training.distributed",
+    "StepBuilder": "medverse.training.loop",
+    "TrainResult": "medverse.training.loop",
+    "context_mean_dice": "medverse.training.loop",
+    "run": "medverse.training.loop",
+    "train_step": "medverse.training.loop",
+    "validate": "medverse.training.loop",
+    "validation_episodes": "medverse.training.loop",
+    "episode_loss": "medverse.training.losses",
+    "image_smooth_l1": "medverse.training.losses",
+    "mask_smooth_l1": "medverse.training.losses",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name or a submodule on first use.
+
+    So importing one module of the package (``medverse.evaluation.metrics`` from training, say)
+    runs none of the others.
+    """
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
