@@ -10,7 +10,11 @@ from medverse.data.mni import (
     MNI_TRAIN_SEED_NAMESPACE,
     TISSUE_LABELS,
     aal3_pair_names,
+    divide_by_peak,
+    grid_affine,
     make_mni_cases,
+    paint_shell,
+    sample_on_grid,
 )
 from medverse.evaluation.kit import KIT_SEED_NAMESPACE
 from medverse.training.config import DataSource
@@ -80,3 +84,40 @@ def test_mni_source_builds_two_datasets_that_episodes_sample() -> None:
 def test_bad_voxel_range_is_refused(voxel_mm) -> None:
     with pytest.raises(ValueError, match="voxel_mm"):
         make_mni_cases(0, base_shape=(16, 16, 16), voxel_mm=voxel_mm)
+
+
+# -- the helpers shared with the evaluation kit (medverse.evaluation.kit) ----------------------
+
+
+def test_divide_by_peak_clips_negatives_and_keeps_the_minimum() -> None:
+    out = divide_by_peak(np.array([-1.0, 1.0, 4.0]))
+    assert out.dtype == np.float32 and out.tolist() == [0.0, 0.25, 1.0]
+    assert divide_by_peak(np.array([2.0, 4.0])).tolist() == [0.5, 1.0]  # not a min-max
+    assert divide_by_peak(np.array([-2.0, 0.0])).tolist() == [0.0, 0.0]  # no peak: zeros
+
+
+def test_grid_affine_puts_the_grid_centre_on_the_given_point() -> None:
+    affine = grid_affine((3, 5, 4), 2.0, (1.0, -17.0, 10.0))
+    np.testing.assert_array_equal(np.diag(affine), [2.0, 2.0, 2.0, 1.0])
+    np.testing.assert_allclose((affine @ [1.0, 2.0, 1.5, 1.0])[:3], (1.0, -17.0, 10.0))
+
+
+def test_sample_on_grid_keeps_labels_and_interpolates_images() -> None:
+    labels = np.arange(8, dtype=np.uint8).reshape(2, 2, 2)
+    coords = np.array([[0.0, 1.0, 5.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])  # 3 points
+    nearest = sample_on_grid(labels, 0, coords=coords, shape=(3, 1, 1))
+    assert nearest.dtype == np.uint8 and nearest.ravel().tolist() == [0, 7, 0]  # 0 outside
+    halfway = np.array([[0.5], [0.0], [0.0]])
+    linear = sample_on_grid(labels, 1, coords=halfway, shape=(1, 1, 1))
+    assert linear.dtype == np.float32 and linear.item() == 2.0  # between 0 and 4
+
+
+def test_paint_shell_gives_each_class_its_value_times_a_texture() -> None:
+    shell = np.full((6, 6, 6), 4, np.uint8)
+    shell[:3] = 3
+    flat = paint_shell(shell, {3: 0.2, 4: 0.8}, np.random.default_rng(0), texture=0.0)
+    assert flat.dtype == np.float32 and flat.shape == shell.shape
+    np.testing.assert_allclose(flat[0], 0.2, rtol=1e-6)  # 3 voxels from the border: unblurred
+    np.testing.assert_allclose(flat[-1], 0.8, rtol=1e-6)
+    textured = paint_shell(shell, {3: 0.2, 4: 0.8}, np.random.default_rng(0), texture=0.15)
+    assert not np.allclose(textured, flat) and abs(float(textured.mean() - flat.mean())) < 0.05

@@ -13,6 +13,9 @@ Two users, kept apart on purpose:
   field (:class:`~medverse.data.augment.SpatialAugmentation`) and paints its own contrasts, seeded
   from :data:`MNI_TRAIN_SEED_NAMESPACE`. No kit subject can be reproduced by training.
 
+Both build their subjects with the helpers here: :func:`grid_affine`, :func:`sample_on_grid`,
+:func:`paint_shell` (the scalp/skull shell) and :func:`divide_by_peak`.
+
 Both start from the same single anatomy, so the kit measures robustness to shape, contrast and
 resolution changes of structures the model may have seen on this template, not generalisation to
 new anatomies; every other real scan stays a fair test.
@@ -48,11 +51,15 @@ __all__ = [
     "TISSUE_LABELS",
     "MniSources",
     "aal3_pair_names",
+    "divide_by_peak",
+    "grid_affine",
     "grid_coordinates",
     "load_mni_sources",
     "make_mni_cases",
+    "paint_shell",
     "prefilter_sigma",
     "resample_nearest",
+    "sample_on_grid",
     "smoothed_template",
 ]
 
@@ -170,6 +177,61 @@ def grid_coordinates(shape: Sequence[int], voxel_to_voxel: np.ndarray) -> np.nda
     return (voxel_to_voxel[:3, :3] @ index + voxel_to_voxel[:3, 3:]).astype(np.float32)
 
 
+def grid_affine(shape: Sequence[int], spacing: float, centre_mm: Sequence[float]) -> np.ndarray:
+    """Voxel-to-world affine (mm, RAS+) of an isotropic ``spacing`` grid centred on ``centre_mm``.
+
+    Example:
+        >>> grid_affine((3, 5, 3), 2.0, (0.0, 0.0, 10.0))[:3, 3].tolist()
+        [-2.0, -4.0, 8.0]
+    """
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = np.asarray(centre_mm) - spacing * (np.asarray(shape, dtype=np.float64) - 1) / 2
+    return affine
+
+
+def sample_on_grid(
+    volume: np.ndarray, order: int, *, coords: np.ndarray, shape: Sequence[int]
+) -> np.ndarray:
+    """``volume`` interpolated at the voxel coordinates ``coords`` ``(3, N)`` of a grid of ``shape``.
+
+    Zero outside ``volume``, no spline prefilter. Linear (``order=1``) samples come back as
+    float32, nearest (``order=0``) samples keep the dtype of ``volume`` (labels stay labels).
+    """
+    out = ndimage.map_coordinates(volume, coords, order=order, mode="constant", prefilter=False)
+    return out.reshape(tuple(shape)).astype(np.float32 if order else volume.dtype)
+
+
+def divide_by_peak(volume: np.ndarray) -> np.ndarray:
+    """Negative values set to 0, then divided by the maximum (kept as is when that is 0); float32.
+
+    Not a min-max normalisation: the minimum stays where it is (compare the ``_minmax`` of
+    :mod:`medverse.data.synthesis`, which maps the minimum to 0).
+
+    Example:
+        >>> divide_by_peak(np.array([-1.0, 1.0, 4.0])).tolist()
+        [0.0, 0.25, 1.0]
+    """
+    volume = np.clip(volume, 0.0, None)
+    peak = float(volume.max())
+    return (volume / peak if peak > 0 else volume).astype(np.float32)
+
+
+def paint_shell(
+    shell: np.ndarray, values: dict[int, float], rng: np.random.Generator, *, texture: float
+) -> np.ndarray:
+    """Intensities of the synthetic scalp/skull shell, float32 with the shape of ``shell``.
+
+    Each class of ``shell`` (:data:`SHELL_CLASSES`) gets its value from ``values``, times a
+    smooth random texture ``1 + texture * g`` (``g``: standard normal noise from ``rng``,
+    Gaussian-smoothed with sigma 1 voxel); the painting is then smoothed with sigma 0.5 voxel.
+    """
+    paint = np.zeros(shell.shape, np.float32)
+    for label, value in values.items():
+        paint[shell == label] = value
+    noise = 1.0 + texture * ndimage.gaussian_filter(rng.standard_normal(shell.shape), 1.0)
+    return ndimage.gaussian_filter(paint * noise.astype(np.float32), 0.5)
+
+
 def prefilter_sigma(spacing: float) -> float:
     """Gaussian anti-aliasing for 1 mm -> ``spacing`` mm, matching FWHMs (sigma in 1 mm voxels)."""
     return math.sqrt(max(spacing * spacing - 1.0, 0.0)) / 2.3548
@@ -184,22 +246,6 @@ def smoothed_template(spacing: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- training subjects
-
-
-def _minmax(volume: np.ndarray) -> np.ndarray:
-    volume = np.clip(volume, 0.0, None)
-    peak = float(volume.max())
-    return (volume / peak if peak > 0 else volume).astype(np.float32)
-
-
-def _shell_paint(
-    shell: np.ndarray, values: dict[int, float], rng: np.random.Generator
-) -> np.ndarray:
-    paint = np.zeros(shell.shape, np.float32)
-    for label, value in values.items():
-        paint[shell == label] = value
-    texture = 1.0 + 0.1 * ndimage.gaussian_filter(rng.standard_normal(shell.shape), 1.0)
-    return ndimage.gaussian_filter(paint * texture.astype(np.float32), 0.5)
 
 
 def make_mni_cases(
@@ -241,13 +287,9 @@ def make_mni_cases(
     spacing = float(rng.uniform(low, high))
     shape = tuple(max(8, round(n * low / spacing)) for n in base_shape)
     centre = np.asarray(HEAD_CENTRE_MM) + rng.uniform(-8.0, 8.0, 3)
-    affine = np.diag([spacing, spacing, spacing, 1.0])
-    affine[:3, 3] = centre - spacing * (np.asarray(shape, dtype=np.float64) - 1) / 2
+    affine = grid_affine(shape, spacing, centre)
     coords = grid_coordinates(shape, np.linalg.inv(sources.affine) @ affine)
-
-    def sample(volume: np.ndarray, order: int) -> np.ndarray:
-        out = ndimage.map_coordinates(volume, coords, order=order, mode="constant", prefilter=False)
-        return out.reshape(shape).astype(np.float32 if order else volume.dtype)
+    sample = functools.partial(sample_on_grid, coords=coords, shape=shape)
 
     brain = np.clip(sample(sources.brain, 1), 0.0, 1.0)
     grey, white = sample(sources.grey, 1), sample(sources.white, 1)
@@ -258,19 +300,21 @@ def make_mni_cases(
     regions = np.where(inside & (aal > 0), (aal.astype(np.int32) + 1) // 2, 0)
     shell = sample(sources.shell, 0)
 
-    t1_brain = _minmax(sample(smoothed_template(round(spacing * 2) / 2), 1))
-    t1_shell = _shell_paint(
+    t1_brain = divide_by_peak(sample(smoothed_template(round(spacing * 2) / 2), 1))
+    t1_shell = paint_shell(
         shell,
         {2: rng.uniform(0.0, 0.15), 3: rng.uniform(0.0, 0.2), 4: rng.uniform(0.3, 1.0)},
         rng,
+        texture=0.1,
     )
     t1 = brain * t1_brain + (1.0 - brain) * t1_shell
     values = (rng.uniform(0.7, 1.0), rng.uniform(0.35, 0.6), rng.uniform(0.1, 0.35))
     mix = (values[0] * csf + values[1] * grey + values[2] * white) / (csf + grey + white + 1e-6)
-    t2_shell = _shell_paint(
+    t2_shell = paint_shell(
         shell,
         {2: rng.uniform(0.5, 1.0), 3: rng.uniform(0.0, 0.1), 4: rng.uniform(0.2, 0.6)},
         rng,
+        texture=0.1,
     )
     t2 = ndimage.gaussian_filter(brain * mix + (1.0 - brain) * t2_shell, 0.5)
 
@@ -285,9 +329,9 @@ def make_mni_cases(
     )
     images = []
     for image in (t1, t2):
-        image = _minmax(image) ** rng.uniform(0.7, 1.4)
+        image = divide_by_peak(image) ** rng.uniform(0.7, 1.4)
         image = image + rng.normal(0.0, rng.uniform(0.0, 0.015), shape)
-        images.append(_minmax(image))
+        images.append(divide_by_peak(image))
     stacked = np.stack(images).astype(np.float32)
     name = f"mni{seed}_{index:04d}"
     common = dict(channel_names=("T1w", "T2like"), spacing=(spacing,) * 3, affine=affine)

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -48,12 +49,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from medverse.data.mni import (
     HEAD_CENTRE_MM,
+    divide_by_peak,
+    grid_affine,
     grid_coordinates,
     load_mni_sources,
+    paint_shell,
+    sample_on_grid,
     smoothed_template,
 )
 from medverse.errors import InputError
@@ -298,10 +302,7 @@ def kit_shape(spacing: float) -> tuple[int, int, int]:
 
 def kit_affine(config: KitConfig) -> np.ndarray:
     """Voxel-to-world (MNI mm, RAS+) affine of the kit grid."""
-    affine = np.diag([config.spacing, config.spacing, config.spacing, 1.0])
-    half = (np.asarray(config.shape, dtype=np.float64) - 1) / 2
-    affine[:3, 3] = np.asarray(HEAD_CENTRE_MM) - config.spacing * half
-    return affine
+    return grid_affine(config.shape, config.spacing, HEAD_CENTRE_MM)
 
 
 # ---------------------------------------------------------------------------- random subject
@@ -401,12 +402,6 @@ def _bias_field(
     return np.exp(log_field), params
 
 
-def _normalise(volume: np.ndarray) -> np.ndarray:
-    volume = np.clip(volume, 0.0, None)
-    peak = float(volume.max())
-    return (volume / peak if peak > 0 else volume).astype(np.float32)
-
-
 def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubject:
     sources = load_mni_sources()
     rng = _subject_rng(config, index)
@@ -421,12 +416,7 @@ def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubj
     source_points = _pullback(points, deformation, rbf_scale)
     to_index = np.linalg.inv(sources.affine)
     coords = (to_index[:3, :3] @ source_points + to_index[:3, 3:]).astype(np.float32)
-
-    def sample(volume: np.ndarray, order: int) -> np.ndarray:
-        out = ndimage.map_coordinates(
-            volume, coords, order=order, mode="constant", cval=0.0, prefilter=False
-        )
-        return out.reshape(shape)
+    sample = functools.partial(sample_on_grid, coords=coords, shape=shape)
 
     brain = sample(sources.brain, 1) > 0.5
     masks: dict[str, np.ndarray] = {"brain_mask": brain.astype(np.uint8)}
@@ -447,20 +437,15 @@ def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubj
     }
     shell = sample(sources.shell, 0)
     head = sample(smoothed_template(config.spacing), 1)
-    paint = np.zeros(shape, np.float32)
-    for label, value in shell_values.items():
-        paint[shell == label] = value
-    scalp_texture = 1.0 + 0.15 * ndimage.gaussian_filter(rng.standard_normal(shape), 1.0)
-    paint *= scalp_texture.astype(np.float32)
-    paint = ndimage.gaussian_filter(paint, 0.5)
+    paint = paint_shell(shell, shell_values, rng, texture=0.15)
     head = np.where(brain, head, np.maximum(head, paint))
     gamma = float(rng.uniform(0.75, 1.35))
-    clean = _normalise(_normalise(head) ** gamma)
+    clean = divide_by_peak(divide_by_peak(head) ** gamma)
 
     mild_bias, mild_bias_params = _bias_field(points, rng, float(rng.uniform(0.05, 0.12)))
     noise_sigma = float(rng.uniform(0.005, 0.02))
     image = clean * mild_bias.reshape(shape) + rng.normal(0.0, noise_sigma, shape)
-    image = _normalise(image)
+    image = divide_by_peak(image)
 
     inputs: dict[str, np.ndarray] = {}
     denoise_sigma = float(rng.uniform(*_DENOISE_SIGMA))
@@ -471,7 +456,7 @@ def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubj
         points, rng, float(rng.uniform(*_BIAS_LOG_AMPLITUDE))
     )
     if "bias_field" in tasks:
-        inputs["bias_field"] = _normalise(clean * strong_bias.reshape(shape))
+        inputs["bias_field"] = divide_by_peak(clean * strong_bias.reshape(shape))
 
     params = {
         "index": index,
