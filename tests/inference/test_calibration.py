@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from medverse.inference.calibration import fit_calibration
+from medverse.inference.calibration import fit_calibration, mean_bounds, relative_bounds
 from medverse.inference.predictor import Predictor
-from medverse.io.context import mean_bounds, normalize_intensity, relative_bounds
+from medverse.io.context import normalize_intensity
 from medverse.io.context_set import Context
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet

@@ -12,6 +12,7 @@ import torch
 from scipy import ndimage
 
 from medverse.errors import InputError
+from medverse.inference.calibration import output_range
 from medverse.io import (
     ContextPair,
     Volume,
@@ -20,7 +21,6 @@ from medverse.io import (
     normalize_intensity,
     write_volume,
 )
-from medverse.io.context import output_range
 from medverse.io.context_set import Context
 
 # Target: 40^3 voxels of 1 mm covering world [-0.5, 39.5] mm on each axis.

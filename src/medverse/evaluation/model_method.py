@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError
-from medverse.inference.calibration import image_output
+from medverse.inference.calibration import image_output, relative_bounds
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.inference.guided import GuidedContext, GuidedResult, guided_segmentation
-from medverse.io.context import normalize_intensity, relative_bounds
+from medverse.io.context import normalize_intensity
 from medverse.io.volume import Volume
 from medverse.model.network import MedverseNet
 from medverse.registration import RegistrationCache, register
@@ -42,7 +42,7 @@ class ModelMethod:
 
     Contexts arrive on the target grid (the protocol's contract). Images are min-max normalised;
     segmentation returns the raw map (the protocol thresholds it at 0.5); image tasks return the
-    output rescaled to the range the contexts imply (:func:`~medverse.io.context.output_range`),
+    output rescaled to the range the contexts imply (:func:`~medverse.inference.calibration.output_range`),
     with ``calibrate`` (default, as in ``medverse predict``) after the in-context calibration of
     :mod:`medverse.inference.calibration`.
 

@@ -1,7 +1,7 @@
 """In-context calibration of image-task outputs (ours; not in the released method).
 
 The network maps min-max normalised volumes to a normalised output, which
-:func:`~medverse.io.context.output_range` puts back on an intensity scale. For enhancement the
+:func:`output_range` puts back on an intensity scale. For enhancement the
 output is close to the input, and a small network's output is smoother than both. The contexts
 say how to combine the two: each context is predicted from the *other* contexts (leave one
 out), and a least-squares fit over those predictions gives
@@ -19,7 +19,6 @@ remaining contexts. Segmentation is never calibrated (its output is thresholded)
 
 Example:
     >>> import numpy as np
-    >>> from medverse.io.context import relative_bounds
     >>> rng = np.random.default_rng(0)
     >>> clean = [rng.random((8, 8, 8)).astype(np.float32) for _ in range(3)]
     >>> noisy = [c + 0.1 * rng.standard_normal(c.shape).astype(np.float32) for c in clean]
@@ -39,9 +38,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medverse.io.context import mean_bounds
-
-__all__ = ["Calibration", "fit_calibration", "image_output", "MAX_CONTEXTS"]
+__all__ = [
+    "Calibration",
+    "fit_calibration",
+    "image_output",
+    "MAX_CONTEXTS",
+    "mean_bounds",
+    "output_range",
+    "relative_bounds",
+]
 
 MAX_CONTEXTS = 4
 """Default number of contexts predicted leave-one-out (each costs one network run)."""
@@ -49,6 +54,57 @@ MAX_CONTEXTS = 4
 Predict = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """``predict(target (1, X, Y, Z), images (L, 1, ...), outputs (L, 1, ...)) -> (1, X, Y, Z)``:
 the network's normalised output for a normalised target and normalised context pairs."""
+
+
+# -- the output-range arithmetic: where an image task's output lies in its input's units --
+
+
+def output_range(
+    target: np.ndarray, context_images: Sequence[np.ndarray], context_outputs: Sequence[np.ndarray]
+) -> tuple[float, float]:
+    """Intensity range ``(low, high)`` of an image task's output for ``target``, from the contexts.
+
+    The network works on min-max normalised volumes, so its output must be mapped back to
+    intensities. Each context says where its output's range lies relative to its input's range
+    (``(output.min() - input.min()) / (input.max() - input.min())``, likewise for the maximum);
+    the average of those relative bounds is applied to the target's range. For a denoising task
+    the output range is narrower than the noisy input's; for skull stripping or bias correction
+    it is about the same; a context set whose outputs are twice as bright as their inputs gives
+    an output twice as bright as the target.
+
+    Example:
+        >>> noisy, clean = np.array([-0.2, 0.5, 1.2]), np.array([0.0, 0.5, 1.0])
+        >>> output_range(np.array([-0.4, 2.4]), [noisy], [clean])
+        (0.0, 2.0)
+    """
+    bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs, strict=True)]
+    rel_low, rel_high = mean_bounds(bounds)
+    low, high = float(np.min(target)), float(np.max(target))
+    span = high - low
+    return low + rel_low * span, low + rel_high * span
+
+
+def relative_bounds(image: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """Where ``output``'s minimum and maximum lie in ``image``'s min-max units.
+
+    Example:
+        >>> [round(b, 3) for b in relative_bounds(np.array([-0.2, 1.2]), np.array([0.0, 1.0]))]
+        [0.143, 0.857]
+    """
+    low, high = float(np.min(image)), float(np.max(image))
+    span = max(high - low, 1e-8)
+    return (float(np.min(output)) - low) / span, (float(np.max(output)) - low) / span
+
+
+def mean_bounds(bounds: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The average of several contexts' :func:`relative_bounds` (what a target's output gets).
+
+    Example:
+        >>> mean_bounds([(0.0, 1.0), (0.2, 0.6)])
+        (0.1, 0.8)
+    """
+    arr = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
+    return float(arr[:, 0].mean()), float(arr[:, 1].mean())
 
 
 @dataclass(frozen=True)
@@ -167,7 +223,7 @@ def image_output(
         target: the target's intensities (its min and max set the scale).
         target_normalised: the target as the network saw it, ``(X, Y, Z)``.
         images, outputs: ``(L, 1, X, Y, Z)`` normalised context pairs on the target grid.
-        bounds: per context, :func:`~medverse.io.context.relative_bounds` of its raw pair.
+        bounds: per context, :func:`relative_bounds` of its raw pair.
         calibrate: fit and apply the calibration when there are 2+ contexts.
 
     Returns:

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError, RegistrationError
-from medverse.inference.calibration import image_output
+from medverse.inference.calibration import image_output, relative_bounds
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
-from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity, relative_bounds
+from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity
 from medverse.io.context_set import Context
 from medverse.io.volume import (
     Volume,
@@ -65,7 +65,7 @@ class Prediction:
 
     Attributes:
         array: ``(X, Y, Z)``: label map (segmentation) or image (in the intensity range the
-            contexts imply for the target, :func:`~medverse.io.context.output_range`).
+            contexts imply for the target, :func:`~medverse.inference.calibration.output_range`).
         affine: the target's affine, unchanged.
         task: ``"segmentation"`` or ``"image"``.
         raw: ``(K, X, Y, Z)`` raw network output (mean over ensemble draws), one per class.

@@ -73,9 +73,6 @@ __all__ = [
     "align_pair",
     "align_to_target",
     "normalize_intensity",
-    "output_range",
-    "relative_bounds",
-    "mean_bounds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,54 +191,6 @@ def normalize_intensity(
         data = np.clip(data, low, high)
     low, high = float(data.min()), float(data.max())
     return ((data - low) / max(high - low, 1e-8)).astype(np.float32, copy=False)
-
-
-def output_range(
-    target: np.ndarray, context_images: Sequence[np.ndarray], context_outputs: Sequence[np.ndarray]
-) -> tuple[float, float]:
-    """Intensity range ``(low, high)`` of an image task's output for ``target``, from the contexts.
-
-    The network works on min-max normalised volumes, so its output must be mapped back to
-    intensities. Each context says where its output's range lies relative to its input's range
-    (``(output.min() - input.min()) / (input.max() - input.min())``, likewise for the maximum);
-    the average of those relative bounds is applied to the target's range. For a denoising task
-    the output range is narrower than the noisy input's; for skull stripping or bias correction
-    it is about the same; a context set whose outputs are twice as bright as their inputs gives
-    an output twice as bright as the target.
-
-    Example:
-        >>> noisy, clean = np.array([-0.2, 0.5, 1.2]), np.array([0.0, 0.5, 1.0])
-        >>> output_range(np.array([-0.4, 2.4]), [noisy], [clean])
-        (0.0, 2.0)
-    """
-    bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs, strict=True)]
-    rel_low, rel_high = mean_bounds(bounds)
-    low, high = float(np.min(target)), float(np.max(target))
-    span = high - low
-    return low + rel_low * span, low + rel_high * span
-
-
-def relative_bounds(image: np.ndarray, output: np.ndarray) -> tuple[float, float]:
-    """Where ``output``'s minimum and maximum lie in ``image``'s min-max units.
-
-    Example:
-        >>> [round(b, 3) for b in relative_bounds(np.array([-0.2, 1.2]), np.array([0.0, 1.0]))]
-        [0.143, 0.857]
-    """
-    low, high = float(np.min(image)), float(np.max(image))
-    span = max(high - low, 1e-8)
-    return (float(np.min(output)) - low) / span, (float(np.max(output)) - low) / span
-
-
-def mean_bounds(bounds: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """The average of several contexts' :func:`relative_bounds` (what a target's output gets).
-
-    Example:
-        >>> mean_bounds([(0.0, 1.0), (0.2, 0.6)])
-        (0.1, 0.8)
-    """
-    arr = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
-    return float(arr[:, 0].mean()), float(arr[:, 1].mean())
 
 
 def _check_percentiles(clip_percentiles: Sequence[float]) -> tuple[float, float]:
