@@ -12,8 +12,12 @@ from typing import Union
 import numpy as np
 import torch
 
-__all__ = ["PathLike", "Shape3", "VolumeLike"]
+__all__ = ["TASK_FAMILIES", "PathLike", "Shape3", "VolumeLike"]
 
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: UP007 - a runtime alias needs Union on 3.10
 Shape3 = tuple[int, int, int]
 VolumeLike = Union[np.ndarray, torch.Tensor]  # noqa: UP007 - runtime alias, Python 3.10
+
+#: The three task families (METHOD.md): a label map, another image of the same anatomy, or a
+#: better copy of the input. Training weights, episodes, evaluation tasks and methods name them.
+TASK_FAMILIES = ("segmentation", "transformation", "enhancement")

@@ -13,7 +13,6 @@ import torch
 from medverse.data.augment import RandomIntensityAugmentation, RandomSpatialAugmentation
 from medverse.data.datasets import Case, DatasetMix, InMemoryDataset, NnUNetDataset
 from medverse.data.episodes import (
-    FAMILIES,
     Episode,
     EpisodeDataset,
     EpisodeSampler,
@@ -22,6 +21,7 @@ from medverse.data.episodes import (
 )
 from medverse.data.synthesis import ENHANCEMENT_OPS, _minmax, default_enhancements, make_subject
 from medverse.errors import InputError
+from medverse.types import TASK_FAMILIES
 
 WINDOW = 16
 
@@ -91,7 +91,7 @@ def test_shapes_types_and_ranges(episodes: list[Episode]) -> None:
         ):
             assert volume.dtype == np.float32
             assert volume.min() >= 0.0 and volume.max() <= 1.0
-        assert episode.family in FAMILIES and episode.task.startswith(episode.family)
+        assert episode.family in TASK_FAMILIES and episode.task.startswith(episode.family)
         assert len(set(episode.params["cases"])) == num_contexts + 1  # distinct subjects
         json.dumps(episode.params)
 

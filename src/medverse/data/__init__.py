@@ -9,7 +9,6 @@ from typing import Any
 __all__ = [
     "DEFAULT_TASK_WEIGHTS",
     "ENHANCEMENT_OPS",
-    "FAMILIES",
     "BiasField",
     "Case",
     "DatasetMix",
@@ -58,7 +57,6 @@ _LAZY = {
     "NnUNetDataset": "medverse.data.datasets",
     "PreprocessConfig": "medverse.data.datasets",
     "DEFAULT_TASK_WEIGHTS": "medverse.data.episodes",
-    "FAMILIES": "medverse.data.episodes",
     "Episode": "medverse.data.episodes",
     "EpisodeDataset": "medverse.data.episodes",
     "EpisodeSampler": "medverse.data.episodes",

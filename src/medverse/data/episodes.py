@@ -45,6 +45,7 @@ import torch
 from scipy import ndimage
 
 from medverse.errors import InputError
+from medverse.types import TASK_FAMILIES
 from medverse.validation import check_option
 
 from .augment import (
@@ -59,7 +60,6 @@ from .synthesis import _minmax, _RandomOp, enhancement_ops
 
 __all__ = [
     "DEFAULT_TASK_WEIGHTS",
-    "FAMILIES",
     "Episode",
     "EpisodeDataset",
     "EpisodeSampler",
@@ -68,8 +68,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-FAMILIES = ("segmentation", "transformation", "enhancement")
 
 #: Segmentation is the main benchmark of the paper (METHOD.md §5), so it gets half the episodes.
 DEFAULT_TASK_WEIGHTS = {"segmentation": 0.5, "transformation": 0.25, "enhancement": 0.25}
@@ -331,7 +329,7 @@ class EpisodeSampler:
         dataset_index = self.mix.choose(rng, among=self._usable)
         dataset = self.mix[dataset_index]
         tasks = self._tasks[dataset_index]
-        families = [f for f in FAMILIES if f in tasks]
+        families = [f for f in TASK_FAMILIES if f in tasks]
         weights = np.asarray([self.task_weights[f] for f in families])
         family = families[int(rng.choice(len(families), p=weights / weights.sum()))]
         task = tasks[family][int(rng.integers(len(tasks[family])))]
@@ -660,8 +658,8 @@ def _parse_task_weights(weights: Mapping[str, float] | None) -> dict[str, float]
     if weights is None:
         return dict(DEFAULT_TASK_WEIGHTS)
     for family in weights:
-        check_option(family, FAMILIES, "task_weights key")
-    parsed = {family: float(weights.get(family, 0.0)) for family in FAMILIES}
+        check_option(family, TASK_FAMILIES, "task_weights key")
+    parsed = {family: float(weights.get(family, 0.0)) for family in TASK_FAMILIES}
     if any(not np.isfinite(w) or w < 0 for w in parsed.values()) or sum(parsed.values()) <= 0:
         raise InputError(f"task_weights must be >= 0 with a positive sum, got {dict(weights)}")
     return parsed

@@ -47,6 +47,7 @@ from medverse.registration import (
     register,
     registration_key,
 )
+from medverse.types import TASK_FAMILIES
 
 __all__ = [
     "clear_registration_cache",
@@ -107,9 +108,8 @@ def _check_inputs(
 
 
 def _family(task_family: str) -> str:
-    families = ("segmentation", "transformation", "enhancement")
-    if task_family not in families:
-        raise InputError(f"task_family must be one of {families}, got {task_family!r}.")
+    if task_family not in TASK_FAMILIES:
+        raise InputError(f"task_family must be one of {TASK_FAMILIES}, got {task_family!r}.")
     return task_family
 
 
@@ -134,7 +134,7 @@ def context_mean(
     return mean.astype(np.float32)
 
 
-context_mean.task_families = ("segmentation", "transformation", "enhancement")  # type: ignore[attr-defined]
+context_mean.task_families = TASK_FAMILIES  # type: ignore[attr-defined]
 
 
 def identity(
@@ -310,7 +310,7 @@ def multi_atlas(
     return fused.astype(np.float32)
 
 
-multi_atlas.task_families = ("segmentation", "transformation", "enhancement")  # type: ignore[attr-defined]
+multi_atlas.task_families = TASK_FAMILIES  # type: ignore[attr-defined]
 
 
 def multi_atlas_sitk(

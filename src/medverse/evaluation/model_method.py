@@ -17,6 +17,7 @@ from medverse.io.context import normalize_intensity
 from medverse.io.volume import Volume
 from medverse.model.network import MedverseNet
 from medverse.registration import RegistrationCache, register
+from medverse.types import TASK_FAMILIES
 
 __all__ = ["GUIDED_OUTPUTS", "MODEL_ALIGNMENTS", "ModelMethod"]
 
@@ -53,7 +54,7 @@ class ModelMethod:
     the same computation (one guided run per draw serves all three).
     """
 
-    task_families = ("segmentation", "transformation", "enhancement")
+    task_families = TASK_FAMILIES
 
     def __init__(
         self,

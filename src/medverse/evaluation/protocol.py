@@ -46,9 +46,9 @@ from medverse.evaluation.metrics import (
     score_image,
     score_segmentation,
 )
+from medverse.types import TASK_FAMILIES
 
 __all__ = [
-    "TASK_FAMILIES",
     "Case",
     "CaseResult",
     "EvaluationDataset",
@@ -62,7 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TASK_FAMILIES = ("segmentation", "transformation", "enhancement")
 
 Method = Callable[..., Any]
 """``method(target_image, context_images, context_outputs, *, spacing, task_family) -> array``."""

@@ -35,6 +35,7 @@ from typing import Any
 from medverse.errors import InputError
 from medverse.files import atomic_write_text
 from medverse.model.config import ModelConfig
+from medverse.types import TASK_FAMILIES
 from medverse.validation import check_option
 
 __all__ = [
@@ -53,7 +54,6 @@ AMP_MODES = ("auto", "bf16", "off")
 AR_SOURCES = ("degraded", "self", "mixed")
 DEVICES = ("auto", "cpu", "cuda")
 LEVEL_RULES = ("medverse", "released")
-FAMILIES = ("segmentation", "transformation", "enhancement")
 
 
 def _lr_scales(value: Any) -> dict[str, float]:
@@ -401,16 +401,18 @@ class TrainConfig:
         if self.context_batch is not None:
             _positive_int(self.context_batch, "context_batch")
         weights = dict(self.task_weights)
-        unknown = sorted(set(weights) - set(FAMILIES))
+        unknown = sorted(set(weights) - set(TASK_FAMILIES))
         if unknown:
             raise InputError(
-                f"task_weights: unknown families {unknown}; choose from {list(FAMILIES)}"
+                f"task_weights: unknown families {unknown}; choose from {list(TASK_FAMILIES)}"
             )
         for family, weight in weights.items():
             _number(weight, f"task_weights[{family!r}]", low=0.0)
         if sum(weights.values()) <= 0:
             raise InputError(f"task_weights must have a positive sum, got {weights}")
-        object.__setattr__(self, "task_weights", {f: float(weights.get(f, 0.0)) for f in FAMILIES})
+        object.__setattr__(
+            self, "task_weights", {f: float(weights.get(f, 0.0)) for f in TASK_FAMILIES}
+        )
         _positive_int(self.max_classes, "max_classes")
         if self.enhancements is not None:
             object.__setattr__(self, "enhancements", _enhancements(self.enhancements))
