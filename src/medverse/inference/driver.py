@@ -10,6 +10,16 @@ deformably registered to the target, so the coarse levels' job (finding the stru
 registration: one sliding-window pass runs on the full-resolution grid, with the AR pair = (the
 target, the prior: the fused warped context masks), and a network with a prior gate starts its
 output from that prior.
+
+**Adaptive refinement** (``refine="adaptive"``, ours; segmentation only): at each finer level of
+the coarse-to-fine loop, a window whose AR output crop (the up-sampled, clamped coarser
+prediction) is certain everywhere (every voxel of every class <= :data:`CERTAIN_LOW` or >=
+:data:`CERTAIN_HIGH`) and has no boundary (the crop thresholded at :data:`BOUNDARY_THRESHOLD` is
+all one side, for every class) is not run through the network: it takes the AR output crop. The
+split happens inside the predictor that MONAI calls, so MONAI's window enumeration and Gaussian
+blending are unchanged, and a level on which every window runs gives ``refine="all"``'s output.
+Neither the level-1 pass (it has no AR pair) nor the registration-guided pass is ever skipped;
+image tasks always run every window.
 """
 
 from __future__ import annotations
@@ -28,9 +38,30 @@ from medverse.inference.pyramid import PLAN_RULES, LevelPlan, plan_levels
 from medverse.inference.window import crop_windows, predict_window
 from medverse.model.network import MedverseNet
 
-__all__ = ["InferenceConfig", "InferenceResult", "run_inference", "resize"]
+__all__ = [
+    "BOUNDARY_THRESHOLD",
+    "CERTAIN_HIGH",
+    "CERTAIN_LOW",
+    "REFINE_MODES",
+    "InferenceConfig",
+    "InferenceResult",
+    "needs_refinement",
+    "resize",
+    "run_inference",
+]
 
 log = logging.getLogger(__name__)
+
+#: ``"all"``: every window of every level runs the network (the released method).
+#: ``"adaptive"``: fine-level windows where the coarser prediction is certain are copied from it.
+REFINE_MODES = ("all", "adaptive")
+#: A segmentation voxel of the up-sampled coarser prediction is certain at or below this ...
+CERTAIN_LOW = 0.05
+#: ... or at or above this; strictly between the two it is uncertain and its window runs.
+CERTAIN_HIGH = 0.95
+#: The coarser prediction thresholded here must be all background or all foreground (per
+#: class) for its window to be skipped: a label edge always runs.
+BOUNDARY_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,6 +76,10 @@ class InferenceConfig:
         context_batch: contexts per mini-batch inside the network (memory knob; None = all).
         sigma_scale: Gaussian blending sigma as a fraction of the window (released: 0.125).
         progress: tqdm bar over the windows of each level.
+        refine: ``"all"`` (every window runs) or ``"adaptive"``: at the finer levels of a
+            segmentation, windows where the up-sampled coarser prediction is certain and has no
+            boundary take that prediction instead of a network call (see the module doc).
+            ``compat="released"`` always runs every window: asking for both is an error.
     """
 
     compat: str = "medverse"
@@ -53,10 +88,18 @@ class InferenceConfig:
     context_batch: int | None = 2
     sigma_scale: float = 0.125
     progress: bool = False
+    refine: str = "all"
 
     def __post_init__(self) -> None:
         if self.compat not in PLAN_RULES:
             raise InputError(f"compat must be one of {PLAN_RULES}, got {self.compat!r}")
+        if self.refine not in REFINE_MODES:
+            raise InputError(f"refine must be one of {REFINE_MODES}, got {self.refine!r}")
+        if self.refine == "adaptive" and self.compat == "released":
+            raise InputError(
+                "refine='adaptive' cannot go with compat='released': the released method runs "
+                "every window; use refine='all' or compat='medverse'"
+            )
         if not 0 <= self.overlap < 1:
             raise InputError(f"overlap must be >= 0 and < 1, got {self.overlap}")
         if self.sw_batch_size < 1:
@@ -67,11 +110,17 @@ class InferenceConfig:
 
 @dataclass
 class InferenceResult:
-    """Output ``(B, K, X, Y, Z)`` plus what was done."""
+    """Output ``(B, K, X, Y, Z)`` plus what was done.
+
+    ``num_windows[i]``: windows the network ran on in pass ``i`` (coarse to fine);
+    ``num_skipped[i]``: windows of that pass that took the up-sampled coarser prediction instead
+    (``refine="adaptive"``; always 0 with ``"all"``).
+    """
 
     output: torch.Tensor
     plan: LevelPlan
     num_windows: list[int] = field(default_factory=list)
+    num_skipped: list[int] = field(default_factory=list)
     level_outputs: list[torch.Tensor] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -94,6 +143,31 @@ def _pad_end(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return F.pad(x, pads) if any(pads) else x
 
 
+def needs_refinement(ar_out: torch.Tensor) -> torch.Tensor:
+    """Which windows of a segmentation level must run: ``(n,)`` booleans.
+
+    A window runs when any voxel of any class of its AR output crop lies strictly between
+    :data:`CERTAIN_LOW` and :data:`CERTAIN_HIGH`, or when the crop thresholded at
+    :data:`BOUNDARY_THRESHOLD` has both sides (a label edge), in any class.
+
+    Args:
+        ar_out: ``(n, 1, K, X, Y, Z)``: the up-sampled coarser prediction (clamped to [0, 1])
+            cropped at ``n`` windows.
+
+    Example:
+        >>> crops = torch.zeros(3, 1, 1, 4, 4, 4)
+        >>> crops[1, ..., 0, 0, 0] = 0.5  # uncertain voxel
+        >>> crops[2, ..., :2, :, :] = 1.0  # certain, but a boundary
+        >>> needs_refinement(crops).tolist()
+        [False, True, True]
+    """
+    flat = ar_out.reshape(ar_out.shape[0], -1)
+    uncertain = ((flat > CERTAIN_LOW) & (flat < CERTAIN_HIGH)).any(dim=1)
+    per_class = ar_out.reshape(*ar_out.shape[:3], -1) > BOUNDARY_THRESHOLD
+    mixed = (per_class.any(dim=-1) & ~per_class.all(dim=-1)).flatten(1).any(dim=1)
+    return uncertain | mixed
+
+
 def _sliding(
     net: MedverseNet,
     target: torch.Tensor,
@@ -102,17 +176,23 @@ def _sliding(
     ar: tuple[torch.Tensor, torch.Tensor] | None,
     cfg: InferenceConfig,
     guided: bool = False,
-) -> tuple[torch.Tensor, int]:
-    """Sliding windows over one level (all inputs on the same grid, every axis >= window)."""
-    window = net.config.window
-    count = 0
+    adaptive: bool = False,
+) -> tuple[torch.Tensor, int, int]:
+    """Sliding windows over one level (all inputs on the same grid, every axis >= window).
 
-    def predictor(win: torch.Tensor, slices: list[list[slice]]) -> torch.Tensor:
-        nonlocal count
-        count += len(slices)
-        ar_in = ar_out = None
-        if ar is not None:
-            ar_in, ar_out = crop_windows(ar[0], slices), crop_windows(ar[1], slices)
+    ``adaptive`` (needs ``ar``): windows that :func:`needs_refinement` rejects return their AR
+    output crop instead of running the network. Returns the stitched output, the number of
+    windows run and the number skipped.
+    """
+    window = net.config.window
+    count = skipped = 0
+
+    def run(
+        win: torch.Tensor,
+        slices: list[list[slice]],
+        ar_in: torch.Tensor | None,
+        ar_out: torch.Tensor | None,
+    ) -> torch.Tensor:
         return predict_window(
             net,
             win,
@@ -123,6 +203,27 @@ def _sliding(
             context_batch=cfg.context_batch,
             guided=guided,
         )
+
+    def predictor(win: torch.Tensor, slices: list[list[slice]]) -> torch.Tensor:
+        nonlocal count, skipped
+        ar_in = ar_out = None
+        if ar is not None:
+            ar_in, ar_out = crop_windows(ar[0], slices), crop_windows(ar[1], slices)
+        if not adaptive or ar_in is None or ar_out is None:
+            count += len(slices)
+            return run(win, slices, ar_in, ar_out)
+        keep = needs_refinement(ar_out)
+        todo = [i for i, flag in enumerate(keep.tolist()) if flag]
+        count += len(todo)
+        skipped += len(slices) - len(todo)
+        if len(todo) == len(slices):
+            return run(win, slices, ar_in, ar_out)
+        out = ar_out[:, 0].to(win.dtype).clone()  # (n, K, w, w, w): the coarser prediction
+        if todo:
+            index = torch.tensor(todo, device=win.device)
+            refined = run(win[index], [slices[i] for i in todo], ar_in[index], ar_out[index])
+            out[index] = refined.to(out.dtype)
+        return out
 
     out = sliding_window_inference(
         target,
@@ -137,7 +238,7 @@ def _sliding(
         progress=cfg.progress,
         with_coord=True,
     )
-    return out, count  # type: ignore[return-value]
+    return out, count, skipped  # type: ignore[return-value]
 
 
 def run_inference(
@@ -150,6 +251,7 @@ def run_inference(
     return_levels: bool = False,
     on_level: Callable[[int, int], None] | None = None,
     prior: torch.Tensor | None = None,
+    segmentation: bool = False,
 ) -> InferenceResult:
     """Full-resolution prediction of a whole volume, coarse to fine.
 
@@ -164,6 +266,8 @@ def run_inference(
         prior: ``(B, K, X, Y, Z)`` in [0, 1]: a registration-guided call (contexts deformably
             registered to the target, ``prior`` their fused masks). Only the full-resolution
             level runs, with the AR pair (target, prior); ``plan`` still describes the volume.
+        segmentation: the outputs are masks; only then does ``config.refine == "adaptive"``
+            skip windows (image tasks always run every window).
 
     Returns:
         :class:`InferenceResult` with ``output`` ``(B, K, X, Y, Z)`` (raw regression map).
@@ -180,6 +284,7 @@ def run_inference(
     context_in = _pad_end(context_in, plan.padded_shape)
     context_out = _pad_end(context_out, plan.padded_shape)
     result = InferenceResult(output=target, plan=plan)
+    adaptive = cfg.refine == "adaptive" and segmentation
     prev_target = prev_pred = None
     if prior is not None:
         if (
@@ -197,7 +302,7 @@ def run_inference(
                     on_level(plan.num_levels, plan.num_levels)
                 grid = tuple(max(n, window) for n in target.shape[-3:])
                 padded_prior = _pad_end(prior.to(target.dtype).clamp(0, 1), grid)
-                prev_pred, count = _sliding(
+                prev_pred, count, skipped = _sliding(
                     net,
                     _pad_end(target, grid),
                     _pad_end(context_in, grid),
@@ -207,6 +312,7 @@ def run_inference(
                     guided=True,
                 )
                 result.num_windows.append(count)
+                result.num_skipped.append(skipped)
                 if return_levels:
                     x, y, z = shape
                     result.level_outputs.append(prev_pred[..., :x, :y, :z])
@@ -225,22 +331,29 @@ def run_inference(
                     ar_out = resize(prev_pred, run_shape).clamp(0, 1)[:, None]
                     ar = (ar_in, ar_out)
                 grid = tuple(max(n, window) for n in run_shape)
-                pred, count = _sliding(
+                pred, count, skipped = _sliding(
                     net,
                     _pad_end(tgt, grid),
                     _pad_end(cin, grid),
                     _pad_end(cout, grid),
                     None if ar is None else (_pad_end(ar[0], grid), _pad_end(ar[1], grid)),
                     cfg,
+                    adaptive=adaptive and ar is not None,
                 )
                 pred = pred[..., : run_shape[0], : run_shape[1], : run_shape[2]]
                 result.num_windows.append(count)
+                result.num_skipped.append(skipped)
                 if return_levels:
                     result.level_outputs.append(pred)
                 prev_pred = resize(pred, level.shape)
                 prev_target = resize(tgt, level.shape)
                 log.debug(
-                    "level %d/%d %s: %d windows", level.index, plan.num_levels, level.shape, count
+                    "level %d/%d %s: %d windows run, %d skipped",
+                    level.index,
+                    plan.num_levels,
+                    level.shape,
+                    count,
+                    skipped,
                 )
     except torch.OutOfMemoryError as err:
         raise ResourceError(_oom_message(target, context_in, context_out, cfg, window)) from err
