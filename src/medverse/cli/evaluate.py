@@ -87,6 +87,14 @@ def evaluate(
         "--calibrate/--no-calibrate",
         help="Image tasks: in-context calibration of the model's output (as medverse predict).",
     ),
+    refine: str = typer.Option(
+        "all",
+        "--refine",
+        help="The model's finer levels (coarse-to-fine path, not the registration-guided one): "
+        "all windows, or adaptive: segmentation windows where the up-sampled coarser "
+        "prediction is certain and has no boundary take it instead of a network call (as "
+        "medverse predict --refine). Prints the fine windows run and skipped.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score medverse and baselines on held-out targets: k contexts x n seeded draws.
@@ -113,6 +121,7 @@ def evaluate(
     from medverse.evaluation.model_method import MODEL_ALIGNMENTS
     from medverse.evaluation.protocol import evaluate as run_protocol
     from medverse.evaluation.report import write_report
+    from medverse.inference.driver import REFINE_MODES
     from medverse.registration import ENGINES
 
     if not out.parent.is_dir():
@@ -124,6 +133,10 @@ def evaluate(
     if align not in MODEL_ALIGNMENTS:
         raise typer.BadParameter(
             f"{align!r}; choose from {list(MODEL_ALIGNMENTS)}", param_hint="--align"
+        )
+    if refine not in REFINE_MODES:
+        raise typer.BadParameter(
+            f"{refine!r}; choose from {list(REFINE_MODES)}", param_hint="--refine"
         )
     if engine not in ENGINES:
         raise typer.BadParameter(f"{engine!r}; choose from {list(ENGINES)}", param_hint="--engine")
@@ -153,6 +166,7 @@ def evaluate(
             method.task_families = method.func.task_families  # type: ignore[attr-defined]
     chosen = {name: table[name] for name in wanted if name in table}
     model_hash = None
+    stacked = None
     model_methods = [m for m in wanted if m.startswith("medverse")]
     if model_methods:
         if model is None:
@@ -160,10 +174,12 @@ def evaluate(
         else:
             from medverse.checkpoint.registry import load_model
             from medverse.evaluation.model_method import ModelMethod
+            from medverse.inference.driver import InferenceConfig
 
             net = load_model(model)
             model_hash = net.weights_sha256 or net.source
-            stacked = ModelMethod(net, calibrate=calibrate, align=align, **registering)
+            config = InferenceConfig(sw_batch_size=2, refine=refine)
+            stacked = ModelMethod(net, config, calibrate=calibrate, align=align, **registering)
             if parts and stacked.alignment(segmentation=True) != "deformable":
                 raise unguided  # auto with a network without a prior gate
             variants = {
@@ -198,6 +214,12 @@ def evaluate(
     )
     index = write_report(results, out)
     typer.echo(f"report: {index}")
+    if stacked is not None:
+        windows = stacked.windows
+        typer.echo(
+            f"medverse fine windows (--refine {refine}): {windows['run']} run, "
+            f"{windows['skipped']} skipped"
+        )
     summary = out / "summary.md"
     if summary.is_file():
         typer.echo(summary.read_text(encoding="utf-8"))

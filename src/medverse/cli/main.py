@@ -42,6 +42,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _CLI_WORDING = (
     (re.compile(r"\bmode='(affine|physical|fov|deformable)'"), r"--align \1"),
     (re.compile(r"\bresample=False\b"), "--no-resample"),
+    (re.compile(r"\b(refine|compat)='(\w+)'"), r"--\1 \2"),
     (
         re.compile(r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble)(?= must)"),
         lambda m: "--" + m.group(1).replace("_", "-"),
@@ -206,6 +207,11 @@ class Compat(str, Enum):
     released = "released"
 
 
+class Refine(str, Enum):
+    all = "all"
+    adaptive = "adaptive"
+
+
 class Align(str, Enum):
     auto = "auto"
     affine = "affine"
@@ -317,6 +323,13 @@ def predict(
         Compat.medverse,
         help="Level plan: per-axis, never squash (medverse) or the authors' (released).",
     ),
+    refine: Refine = typer.Option(
+        Refine.all,
+        help="Finer levels of segmentation: run every window (all), or only windows where the "
+        "up-sampled coarser prediction is uncertain (0.05 < p < 0.95) or has a label edge "
+        "(adaptive; the others keep the coarser prediction). Image tasks and the "
+        "registration-guided pass always run every window; not with --compat released.",
+    ),
     align: Align = typer.Option(
         Align.auto,
         help="How contexts reach the target grid: affine (registration), deformable (affine + "
@@ -414,6 +427,7 @@ def predict(
         sw_batch_size=sw_batch_size,
         context_batch=context_batch,
         progress=progress,
+        refine=refine.value,
     )
     dist_info = None
     if cohort:
@@ -470,6 +484,7 @@ def predict(
         "registration-guided (one full-resolution pass)"
         if s.get("guided")
         else f"levels {s['levels']} {s['plan']}, windows {'+'.join(map(str, s['windows']))}"
+        + (f" ({sum(s['skipped'])} skipped)" if sum(s.get("skipped", [])) else "")
     )
     typer.echo(
         f"{result.task}: {passes}, "

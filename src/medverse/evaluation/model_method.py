@@ -52,6 +52,10 @@ class ModelMethod:
     with ``engine``, network + fusion, and (``calibrate``) the leave-one-out stacking;
     ``output`` picks the stacked blend or one part. :meth:`variant` gives the other parts from
     the same computation (one guided run per draw serves all three).
+
+    ``windows`` counts the network's fine-level windows over all calls so far (the coarse-to-fine
+    path; a guided call runs one full-resolution pass, not counted): ``"run"`` and ``"skipped"``
+    (by ``config.refine == "adaptive"``), so a report can say what adaptive refinement saved.
     """
 
     task_families = TASK_FAMILIES
@@ -79,6 +83,7 @@ class ModelMethod:
         self.cache = cache
         self.output = output
         self._memo: dict[str, Any] = {"key": None, "result": None}
+        self.windows = {"run": 0, "skipped": 0}
 
     def variant(self, output: str) -> ModelMethod:
         """The same method returning another part of a guided call, sharing its computation."""
@@ -92,6 +97,7 @@ class ModelMethod:
             output=output,
         )
         other._memo = self._memo
+        other.windows = self.windows
         return other
 
     def alignment(self, segmentation: bool) -> str:
@@ -100,12 +106,22 @@ class ModelMethod:
             return self.align
         return "deformable" if segmentation and self.net.config.prior_gate else "none"
 
-    def _predict(self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    def _predict(
+        self,
+        target: np.ndarray,
+        images: np.ndarray,
+        outputs: np.ndarray,
+        *,
+        segmentation: bool = False,
+    ) -> np.ndarray:
         """Normalised ``(1, X, Y, Z)`` target and ``(L, 1, ...)`` pairs -> ``(1, X, Y, Z)``."""
         t, ci, co = (
             torch.from_numpy(np.ascontiguousarray(a))[None] for a in (target, images, outputs)
         )
-        return run_inference(self.net, t, ci, co, self.config).output[0].numpy()
+        result = run_inference(self.net, t, ci, co, self.config, segmentation=segmentation)
+        self.windows["run"] += sum(result.num_windows[1:])
+        self.windows["skipped"] += sum(result.num_skipped[1:])
+        return result.output[0].numpy()
 
     def _guided(
         self,
@@ -191,7 +207,7 @@ class ModelMethod:
             for o in context_outputs
         ]
         outputs = np.stack(outs)[:, None]
-        raw = self._predict(tgt, images, outputs)[0]
+        raw = self._predict(tgt, images, outputs, segmentation=segmentation)[0]
         if segmentation:
             return raw
         bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs)]

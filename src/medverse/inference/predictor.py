@@ -72,7 +72,8 @@ class Prediction:
         labels: label value of each raw channel (segmentation).
         std: ``(K, X, Y, Z)`` voxel-wise standard deviation over draws, or None.
         source: the target's path.
-        summary: levels, windows, contexts, seconds, peak memory.
+        summary: levels, windows run per level (``windows``) and skipped by adaptive
+            refinement (``skipped``), contexts, seconds, peak memory.
         label_names: label value -> name (segmentation), from the context; saved beside the label
             map as ``<stem>.labels.json`` (:func:`~medverse.io.volume.write_label_names`).
     """
@@ -151,7 +152,8 @@ class Predictor:
 
     Args:
         model: a :class:`MedverseNet` (e.g. from :func:`medverse.load_model`).
-        config: driver settings (compat, overlap, batch sizes).
+        config: driver settings (compat, overlap, batch sizes, ``refine``: adaptive refinement
+            of segmentation, :class:`~medverse.inference.driver.InferenceConfig`).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
 
     Example:
@@ -286,15 +288,21 @@ class Predictor:
             {
                 "levels": 0,
                 "windows": [],
+                "skipped": [],
+                "refine": self.config.refine,
                 "contexts": len(context),
                 "draws": len(draws),
                 "calibration": None,
             },
         )
+        segmentation = context.task == "segmentation"
         for subset, flip in draws:
-            raw, info = self._run(tgt, images[subset], outputs[subset], flip)
+            raw, info = self._run(
+                tgt, images[subset], outputs[subset], flip, segmentation=segmentation
+            )
             results.append(raw)
             summary["levels"], summary["windows"] = info.plan.num_levels, info.num_windows
+            summary["skipped"] = info.num_skipped
             summary["plan"] = [lv.shape for lv in info.plan.levels]
         stack = np.stack(results)
         raw = stack.mean(axis=0)
@@ -385,6 +393,7 @@ class Predictor:
         summary = {
             "levels": 1,
             "windows": [],
+            "skipped": [],
             "contexts": len(context),
             "draws": len(results),
             "calibration": None,
@@ -456,7 +465,13 @@ class Predictor:
         return draws
 
     def _run(
-        self, target: np.ndarray, images: np.ndarray, outputs: np.ndarray, flip: tuple[int, ...]
+        self,
+        target: np.ndarray,
+        images: np.ndarray,
+        outputs: np.ndarray,
+        flip: tuple[int, ...],
+        *,
+        segmentation: bool = False,
     ):  # noqa: ANN202
         dev = self.device
         tgt = torch.from_numpy(target)[None, None]
@@ -465,7 +480,13 @@ class Predictor:
         if flip:
             tgt, cin, cout = (t.flip([d - 3 for d in flip]) for t in (tgt, cin, cout))
         info = run_inference(
-            self.model, tgt.to(dev), cin.to(dev), cout.to(dev), self.config, on_level=self._on_level
+            self.model,
+            tgt.to(dev),
+            cin.to(dev),
+            cout.to(dev),
+            self.config,
+            on_level=self._on_level,
+            segmentation=segmentation,
         )
         out = info.output[0]
         if flip:
