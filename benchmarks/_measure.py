@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 
 def in_subprocess(code: str) -> dict:
@@ -21,8 +22,15 @@ def in_subprocess(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def volume_args(doc: str, *, sizes: list[int], contexts: list[int]) -> argparse.Namespace:
-    """``--model --sizes --contexts --threads`` of the whole-volume benchmarks; prints the header."""
+def volume_args(
+    doc: str,
+    *,
+    sizes: list[int],
+    contexts: list[int],
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """``--model --sizes --contexts --threads`` of the whole-volume benchmarks (plus what
+    ``extra`` adds to the parser); prints the header."""
     import torch
 
     parser = argparse.ArgumentParser(description=doc)
@@ -30,6 +38,8 @@ def volume_args(doc: str, *, sizes: list[int], contexts: list[int]) -> argparse.
     parser.add_argument("--sizes", nargs="+", type=int, default=sizes)
     parser.add_argument("--contexts", nargs="+", type=int, default=contexts)
     parser.add_argument("--threads", type=int, default=2)
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, cpu, {args.threads} threads, model {args.model}\n")
     return args
