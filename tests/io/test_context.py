@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from medverse.io import (
     normalize_intensity,
     write_volume,
 )
-from medverse.io.context_set import Context
 
 # Target: 40^3 voxels of 1 mm covering world [-0.5, 39.5] mm on each axis.
 TARGET_SHAPE = (40, 40, 40)
@@ -427,54 +425,3 @@ def test_output_range_carries_the_contexts_relative_range_over() -> None:
     # outputs twice as bright as their inputs: twice the target's range
     low, high = output_range(np.array([0.0, 3.0]), clean, [2 * c for c in clean])
     assert (low, high) == pytest.approx((0.0, 6.0), abs=0.05)
-
-
-# ------------------------------------------------------------------------ Context label names
-
-
-@pytest.mark.parametrize(
-    "labels",
-    [
-        {"background": 0, "liver": 1, "tumour": 2},  # nnU-Net v2: name -> value
-        {"0": "background", "1": "liver", "2": "tumour"},  # nnU-Net v1: value -> name
-    ],
-)
-def test_from_nnunet_reads_label_names_from_dataset_json(
-    tmp_path: Path, make_sphere: Callable[..., np.ndarray], labels: dict
-) -> None:
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    for folder in ("imagesTr", "labelsTr"):
-        (tmp_path / folder).mkdir()
-    image = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
-    mask = make_sphere((16, 16, 16), affine, (15.0, 15.0, 15.0), 8.0)
-    mask += make_sphere((16, 16, 16), affine, (15.0, 15.0, 15.0), 4.0)
-    write_volume(tmp_path / "imagesTr" / "case_0000.nii.gz", image, affine)
-    write_volume(tmp_path / "labelsTr" / "case.nii.gz", mask, affine, dtype="uint8")
-    meta = {"labels": {**labels, "region": [1, 2]}, "file_ending": ".nii.gz"}
-    (tmp_path / "dataset.json").write_text(json.dumps(meta))
-
-    context = Context.from_nnunet(tmp_path)
-
-    assert context.labels == (1, 2)
-    assert context.label_names == {0: "background", 1: "liver", 2: "tumour"}
-    assert context.subset([0]).label_names == context.label_names
-
-
-def test_label_names_are_kept_for_segmentation_only(
-    tmp_path: Path, make_sphere: Callable[..., np.ndarray]
-) -> None:
-    affine = np.eye(4)
-    image = np.random.default_rng(0).random((12, 12, 12)).astype(np.float32)
-    write_volume(tmp_path / "img.nii.gz", image, affine)
-    write_volume(tmp_path / "out.nii.gz", image * 2.0 + 0.5, affine)
-    write_volume(
-        tmp_path / "seg.nii.gz", make_sphere((12, 12, 12), affine, (6.0, 6.0, 6.0), 4.0), affine
-    )
-    segmentation = Context.from_files(
-        [(tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz")], label_names={1: "ball"}
-    )
-    assert segmentation.task == "segmentation" and segmentation.label_names == {1: "ball"}
-    image_task = Context.from_files(
-        [(tmp_path / "img.nii.gz", tmp_path / "out.nii.gz")], label_names={1: "ball"}
-    )
-    assert image_task.task == "image" and image_task.label_names == {}
