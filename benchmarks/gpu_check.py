@@ -216,14 +216,13 @@ class Golden:
         key = ("autoregressive_200", bf16)
         if key not in self.outputs:
             case = _decode(golden_arrays("autoregressive_200_inputs"), self.device)
-            with _precision(self.device, bf16):
-                res = run_inference(
-                    self.net,
-                    case["target"],
-                    case["context_in"],
-                    case["context_out"],
-                    InferenceConfig(compat="released"),
-                )
+            res = run_inference(
+                self.net,
+                case["target"],
+                case["context_in"],
+                case["context_out"],
+                InferenceConfig(compat="released", precision="bf16" if bf16 else "fp32"),
+            )
             self.outputs[key] = res.output.float().cpu()
             self.windows = res.num_windows
         return self.outputs[key], self.windows
@@ -321,16 +320,16 @@ def time_volume(device: torch.device, sizes: Sizes, *, bf16: bool) -> tuple[str,
     spec = get_spec("medverse-small")
     net = load_model("medverse-small", pretrained=spec.weights is not None, device=device)
     target, context_in, context_out, _, _ = _random_case(sizes.volume, sizes.contexts, device)
+    precision = "bf16" if bf16 else "fp32"
     cfg = (
-        InferenceConfig(sw_batch_size=4, context_batch=None)
+        InferenceConfig(sw_batch_size=4, context_batch=None, precision=precision)
         if device.type == "cuda"
-        else InferenceConfig(sw_batch_size=2, context_batch=2)
+        else InferenceConfig(sw_batch_size=2, context_batch=2, precision=precision)
     )
     windows: list[int] = []
 
     def call() -> None:
-        with _precision(device, bf16):
-            res = run_inference(net, target, context_in, context_out, cfg)
+        res = run_inference(net, target, context_in, context_out, cfg)
         windows[:] = res.num_windows
 
     _reset_peak(device)

@@ -212,6 +212,12 @@ class Refine(str, Enum):
     adaptive = "adaptive"
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class Align(str, Enum):
     auto = "auto"
     affine = "affine"
@@ -330,6 +336,11 @@ def predict(
         "(adaptive; the others keep the coarser prediction). Image tasks and the "
         "registration-guided pass always run every window; not with --compat released.",
     ),
+    precision: Precision = typer.Option(
+        Precision.auto,
+        help="Network arithmetic: auto = bf16 autocast on CUDA, float32 on CPU; fp32; bf16 "
+        "(autocast on any device; on CPU slower, for checking).",
+    ),
     align: Align = typer.Option(
         Align.auto,
         help="How contexts reach the target grid: affine (registration), deformable (affine + "
@@ -428,6 +439,7 @@ def predict(
         context_batch=context_batch,
         progress=progress,
         refine=refine.value,
+        precision=precision.value,
     )
     dist_info = None
     if cohort:

@@ -45,6 +45,8 @@ __all__ = [
     "REFINE_MODES",
     "InferenceConfig",
     "InferenceResult",
+    "PRECISIONS",
+    "autocast_dtype",
     "needs_refinement",
     "resize",
     "run_inference",
@@ -62,6 +64,9 @@ CERTAIN_HIGH = 0.95
 #: The coarser prediction thresholded here must be all background or all foreground (per
 #: class) for its window to be skipped: a label edge always runs.
 BOUNDARY_THRESHOLD = 0.5
+#: ``"auto"``: bf16 autocast on CUDA, float32 elsewhere; ``"fp32"``: float32 everywhere;
+#: ``"bf16"``: bf16 autocast on any device (CPU too: slower there, for checking only).
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ class InferenceConfig:
             segmentation, windows where the up-sampled coarser prediction is certain and has no
             boundary take that prediction instead of a network call (see the module doc).
             ``compat="released"`` always runs every window: asking for both is an error.
+        precision: ``"auto"`` (bf16 autocast on CUDA, float32 on CPU), ``"fp32"`` or
+            ``"bf16"`` (:data:`PRECISIONS`). Only the network calls run under autocast; the
+            blending, resampling and the output stay float32.
     """
 
     compat: str = "medverse"
@@ -89,8 +97,11 @@ class InferenceConfig:
     sigma_scale: float = 0.125
     progress: bool = False
     refine: str = "all"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.compat not in PLAN_RULES:
             raise InputError(f"compat must be one of {PLAN_RULES}, got {self.compat!r}")
         if self.refine not in REFINE_MODES:
@@ -143,6 +154,21 @@ def _pad_end(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return F.pad(x, pads) if any(pads) else x
 
 
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of the network calls for ``precision`` on ``device`` (None: float32).
+
+    Example:
+        >>> autocast_dtype("auto", "cpu") is None, autocast_dtype("bf16", "cpu")
+        (True, torch.bfloat16)
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    kind = torch.device(device).type
+    if precision == "bf16" or (precision == "auto" and kind == "cuda"):
+        return torch.bfloat16
+    return None
+
+
 def needs_refinement(ar_out: torch.Tensor) -> torch.Tensor:
     """Which windows of a segmentation level must run: ``(n,)`` booleans.
 
@@ -186,6 +212,7 @@ def _sliding(
     """
     window = net.config.window
     count = skipped = 0
+    dtype = autocast_dtype(cfg.precision, target.device)
 
     def run(
         win: torch.Tensor,
@@ -193,16 +220,20 @@ def _sliding(
         ar_in: torch.Tensor | None,
         ar_out: torch.Tensor | None,
     ) -> torch.Tensor:
-        return predict_window(
-            net,
-            win,
-            crop_windows(context_in, slices),
-            crop_windows(context_out, slices),
-            ar_in,
-            ar_out,
-            context_batch=cfg.context_batch,
-            guided=guided,
-        )
+        with torch.autocast(
+            win.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+        ):
+            out = predict_window(
+                net,
+                win,
+                crop_windows(context_in, slices),
+                crop_windows(context_out, slices),
+                ar_in,
+                ar_out,
+                context_batch=cfg.context_batch,
+                guided=guided,
+            )
+        return out.float()
 
     def predictor(win: torch.Tensor, slices: list[list[slice]]) -> torch.Tensor:
         nonlocal count, skipped

@@ -32,7 +32,7 @@ import torch
 
 from medverse.errors import InputError, RegistrationError
 from medverse.inference.calibration import image_output, relative_bounds
-from medverse.inference.driver import InferenceConfig, run_inference
+from medverse.inference.driver import InferenceConfig, autocast_dtype, run_inference
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
 from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity
 from medverse.io.context_set import Context
@@ -290,6 +290,9 @@ class Predictor:
                 "windows": [],
                 "skipped": [],
                 "refine": self.config.refine,
+                "precision": "bf16"
+                if autocast_dtype(self.config.precision, self.device)
+                else "fp32",
                 "contexts": len(context),
                 "draws": len(draws),
                 "calibration": None,
