@@ -146,3 +146,10 @@ def test_guided_is_ignored_without_a_prior_gate(net: MedverseNet) -> None:
     guided = predict_window(net, target, context_in, context_out, ar_in, ar_out, guided=True)
     plain = predict_window(net, target, context_in, context_out, ar_in, ar_out)
     torch.testing.assert_close(guided, plain, rtol=0, atol=0)
+
+
+def test_guided_call_without_the_prior_is_refused(net: MedverseNet) -> None:
+    target, context_in, context_out = _inputs(num_classes=1)
+    ar_in = target[:, None]
+    with pytest.raises(ValueError, match="guided call needs the AR pair"):
+        predict_window(net, target, context_in, context_out, ar_in, None, guided=True)

@@ -47,6 +47,8 @@ def predict_window(
     Returns:
         ``(n, K, X, Y, Z)``.
     """
+    if guided and (ar_in is None or ar_out is None):
+        raise ValueError("a guided call needs the AR pair (target, prior) as ar_in and ar_out")
     state = net.encode_target(target)
     outputs = []
     for k in range(context_out.shape[2]):
