@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 
 
-def in_subprocess(code: str) -> dict:
-    """Run ``code`` (which must print one JSON line last) in a new Python; add its peak RSS."""
+def in_subprocess(code: str, *, source: str | None = None) -> dict:
+    """Run ``code`` (which must print one JSON line last) in a new Python; add its peak RSS.
+
+    ``source``: a ``src`` folder put first on ``PYTHONPATH`` (another revision of medverse)."""
     wrapper = (
         "import resource, json, sys\n" + code + "\nres = json.loads(_result)\n"
         "res['peak_rss_gib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2\n"
         "print(json.dumps(res))\n"
     )
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     out = subprocess.run(
-        [sys.executable, "-c", wrapper], capture_output=True, text=True, check=True
+        [sys.executable, "-c", wrapper], capture_output=True, text=True, check=True, env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_inference.py [--model medverse-small] [--sizes 128 192 256]
     [--contexts 1 4 8] [--threads 2] [--refine all adaptive] [--scene random|ball]
+    [--compare released|REV]
 
 Each row runs in a fresh process: a cubic target and contexts (binary masks), the default
 per-axis level plan, ``sw_batch_size`` 2, ``context_batch`` 2, ``--threads`` threads (default 2),
@@ -11,10 +12,22 @@ memory do not depend on the weight values). ``--scene random``: uniform noise an
 volume in each image, its mask as the output, so the coarse prediction is certain far from the
 ball and ``--refine adaptive`` has windows to skip. The windows column gives the windows run per
 level, and in brackets those that adaptive refinement skipped.
+
+``--compare`` adds, for every volume and context count, a baseline row measured in the same run
+on the same inputs, and each row's time and peak-memory ratio to it, with the max |diff| of its
+output against the baseline's: ``released`` = this code with ``compat="released"`` and every
+window run; ``REV`` (a git revision, e.g. ``HEAD~5`` or a tag) = that revision's
+``run_inference`` (``git archive`` into a temporary folder, put first on ``PYTHONPATH``) with its
+own defaults. Speed claims are these ratios, not absolute seconds on a shared machine.
 """
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
 from _measure import in_subprocess, volume_args
 
 CODE = """
@@ -39,43 +52,91 @@ if {scene!r} == "ball":
 else:
     t = torch.rand(1, 1, n, n, n, generator=gen); ci = torch.rand(1, L, 1, n, n, n, generator=gen)
     co = (torch.rand(1, L, 1, n, n, n, generator=gen) > 0.5).float()
-cfg = InferenceConfig(sw_batch_size=2, context_batch=2, refine={refine!r})
+if {baseline!r} == "rev":  # another revision: only the options every revision has
+    cfg, extra = InferenceConfig(sw_batch_size=2, context_batch=2), dict()
+else:
+    compat = "released" if {baseline!r} == "released" else "medverse"
+    cfg = InferenceConfig(sw_batch_size=2, context_batch=2, refine={refine!r}, compat=compat)
+    extra = dict(segmentation=True)
 start = time.perf_counter()
-res = run_inference(net, t, ci, co, cfg, segmentation=True)
+res = run_inference(net, t, ci, co, cfg, **extra)
 sec = time.perf_counter() - start
-_result = json.dumps(dict(seconds=sec, levels=res.plan.num_levels, windows=res.num_windows,
-                          skipped=res.num_skipped))
+torch.save(res.output, {output!r})
+import medverse.inference.driver as driver
+_result = json.dumps(dict(file=driver.__file__, seconds=sec, levels=res.plan.num_levels, windows=res.num_windows,
+                          skipped=getattr(res, "num_skipped", [0] * len(res.num_windows))))
 """
 
 
 def _options(parser) -> None:  # noqa: ANN001
     parser.add_argument("--refine", nargs="+", choices=["all", "adaptive"], default=["all"])
     parser.add_argument("--scene", choices=["random", "ball"], default="random")
+    parser.add_argument(
+        "--compare", default=None, metavar="released|REV", help="baseline row (module doc)"
+    )
 
 
 def _windows(run: list[int], skipped: list[int]) -> str:
     return "+".join(f"{r} ({s})" if s else str(r) for r, s in zip(run, skipped))
 
 
+def _revision_source(rev: str, folder: Path) -> str:
+    """``git archive`` of ``rev``'s ``src`` into ``folder``; returns its ``src`` path."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return str(folder / "src")
+
+
 def main() -> None:
     args = volume_args(__doc__, sizes=[128, 192, 256], contexts=[1, 4, 8], extra=_options)
-    print(f"scene {args.scene}\n")
-    print("| volume | contexts | refine | levels | windows run per level (skipped) | seconds | "
-          "peak RSS GiB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    for size in args.sizes:
-        for num in args.contexts:
-            for refine in args.refine:
-                res = in_subprocess(
-                    CODE.format(model=args.model, size=size, contexts=num, threads=args.threads,
-                                refine=refine, scene=args.scene)
-                )  # fmt: skip
-                print(
-                    f"| {size}^3 | {num} | {refine} | {res['levels']} | "
-                    f"{_windows(res['windows'], res['skipped'])} | {res['seconds']:.1f} | "
-                    f"{res['peak_rss_gib']:.2f} |",
-                    flush=True,
-                )
+    print(f"scene {args.scene}" + (f", baseline {args.compare}" if args.compare else "") + "\n")
+    print("| volume | contexts | code | levels | windows run per level (skipped) | seconds | "
+          "peak RSS GiB | time / baseline | memory / baseline | max abs diff vs baseline |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        source = None
+        if args.compare not in (None, "released"):
+            source = _revision_source(args.compare, folder)
+        for size in args.sizes:
+            for num in args.contexts:
+                rows = [(f"refine {refine}", refine, "") for refine in args.refine]
+                if args.compare == "released":
+                    rows.insert(0, ("released plan", "all", "released"))
+                elif args.compare:
+                    rows.insert(0, (f"rev {args.compare}", "all", "rev"))
+                base = None
+                for label, refine, baseline in rows:
+                    output = str(folder / f"{label.replace(' ', '_')}.pt")
+                    code = CODE.format(model=args.model, size=size, contexts=num,
+                                       threads=args.threads, refine=refine, scene=args.scene,
+                                       baseline=baseline, output=output)  # fmt: skip
+                    res = in_subprocess(code, source=source if baseline == "rev" else None)
+                    if baseline == "rev" and not res["file"].startswith(str(source)):
+                        raise SystemExit(f"the revision's code was not used: {res['file']}")
+                    res["output"] = _load(output)
+                    ratios = "| | |"
+                    if args.compare and base is None:
+                        base = res
+                    elif base is not None:
+                        diff = float(np.abs(res["output"] - base["output"]).max())
+                        ratios = (f"| {res['seconds'] / base['seconds']:.2f} | "
+                                  f"{res['peak_rss_gib'] / base['peak_rss_gib']:.2f} | {diff:.2e}")  # fmt: skip
+                    print(
+                        f"| {size}^3 | {num} | {label} | {res['levels']} | "
+                        f"{_windows(res['windows'], res['skipped'])} | {res['seconds']:.1f} | "
+                        f"{res['peak_rss_gib']:.2f} {ratios} |",
+                        flush=True,
+                    )
+
+
+def _load(path: str) -> np.ndarray:
+    import torch
+
+    return torch.load(path).numpy()
 
 
 if __name__ == "__main__":
