@@ -12,6 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -31,10 +34,24 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public names on first use, so ``medverse --help`` does not load torch."""
-    if name in _LAZY:
-        import importlib
+def lazy_getattr(package: str, table: Mapping[str, str]) -> Callable[[str], Any]:
+    """The module ``__getattr__`` of a package that re-exports lazily.
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medverse' has no attribute {name!r}")
+    A public name of ``table`` (name -> module) is imported from its module on first use, and so
+    is a submodule of ``package``; so importing one module of a package runs none of the others,
+    and ``medverse --help`` does not load torch. Used by this package and by the ``__init__`` of
+    ``medverse.data``, ``io``, ``evaluation`` and ``training``:
+    ``__getattr__ = lazy_getattr(__name__, _LAZY)``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in table:
+            return getattr(importlib.import_module(table[name]), name)
+        if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)

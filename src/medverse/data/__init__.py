@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from typing import Any
+from medverse import lazy_getattr
 
 __all__ = [
     "DEFAULT_TASK_WEIGHTS",
@@ -83,14 +81,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name or a submodule on first use.
-
-    So importing one module of the package (``medverse.evaluation.metrics`` from training, say)
-    runs none of the others.
-    """
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -531,11 +531,10 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if config.amp == "off":
-        return None
-    if config.amp == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if device.type == "cuda" else None
+    """The inference rule (:func:`~medverse.inference.driver.autocast_dtype`), ``off`` = fp32."""
+    from medverse.inference.driver import autocast_dtype
+
+    return autocast_dtype("fp32" if config.amp == "off" else config.amp, device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,7 +694,10 @@ def validate(
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
-    settings = InferenceConfig(compat=level_rule, context_batch=context_batch)
+    # the driver applies the precision to its network calls (an autocast around it would be
+    # overridden there)
+    precision = "fp32" if autocast_dtype is None else "bf16"
+    settings = InferenceConfig(compat=level_rule, context_batch=context_batch, precision=precision)
     per_task: dict[str, list[float]] = {}
     dices: list[float] = []
     psnrs: list[float] = []
@@ -706,8 +708,7 @@ def validate(
             context_in = torch.as_tensor(np.asarray(episode.context_in))[None].to(device)
             context_out = torch.as_tensor(np.asarray(episode.context_out))[None].to(device)
             reference = torch.as_tensor(np.asarray(episode.target_reference))[None].float()
-            with _autocast(device, autocast_dtype):
-                output = run_inference(net, target, context_in, context_out, settings).output
+            output = run_inference(net, target, context_in, context_out, settings).output
             output = _volume(output.float().cpu())
             reference = _volume(reference)
             if episode.family == "segmentation":
