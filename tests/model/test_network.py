@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medverse.errors import InputError
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 
@@ -162,3 +163,44 @@ def test_prior_gate_starts_at_the_prior_and_only_acts_in_guided_calls(
         gated(t, ci, co, guided=True)
     with pytest.raises(Exception, match="prior_gate"):
         ModelConfig(channels=(4, 8, 16), window=16, prior_gate=1)  # type: ignore[arg-type]
+
+
+def test_guided_refiner_starts_at_zero_and_only_acts_in_guided_calls(
+    tiny_config: ModelConfig,
+) -> None:
+    gated_config = ModelConfig(channels=tiny_config.channels, window=16, prior_gate=True)
+    gated = _scaled(MedverseNet(gated_config)).eval()
+    refined = MedverseNet(
+        ModelConfig(channels=tiny_config.channels, window=16, prior_gate=True, guided_refiner=4)
+    ).eval()
+    result = refined.load_state_dict(gated.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all(".refiner." in k for k in result.missing_keys)
+    gated.target_decoder.output_block.prior_gate.bias.data.fill_(0.5)
+    refined.target_decoder.output_block.prior_gate.bias.data.fill_(0.5)
+    t, ci, co, ar_in, _ = _inputs(16, 2)
+    prior = torch.rand(1, 1, 1, 16, 16, 16)
+    with torch.no_grad():
+        # zero-initialised: every call, guided or not, is the gated network's
+        assert torch.equal(refined(t, ci, co), gated(t, ci, co))
+        assert torch.equal(refined(t, ci, co, ar_in, prior), gated(t, ci, co, ar_in, prior))
+        guided = gated(t, ci, co, t[:, None], prior, guided=True)
+        assert torch.equal(refined(t, ci, co, t[:, None], prior, guided=True), guided)
+        # trained: the correction moves guided calls only, and depends on the target image
+        refined.target_decoder.output_block.refiner.out.bias.fill_(0.1)
+        assert torch.equal(refined(t, ci, co, ar_in, prior), gated(t, ci, co, ar_in, prior))
+        moved = refined(t, ci, co, t[:, None], prior, guided=True)
+        assert torch.allclose(moved, guided + 0.1, atol=1e-6)
+        # it reads the features, the prior and the target image
+        refiner = refined.target_decoder.output_block.refiner
+        torch.nn.init.normal_(refiner.out.weight, std=1.0)
+        f = torch.rand(1, tiny_config.channels[0], 8, 8, 8)
+        p, x = torch.rand(1, 1, 8, 8, 8), torch.rand(1, 1, 8, 8, 8)
+        base = refiner(f, p, x)
+        for changed in ((f + 1, p, x), (f, 1 - p, x), (f, p, 1 - x)):
+            assert not torch.allclose(refiner(*changed), base)
+    for bad in (-1, True, 2.5):
+        with pytest.raises(InputError, match="guided_refiner"):
+            ModelConfig(channels=(4, 8, 16), window=16, prior_gate=True, guided_refiner=bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="needs prior_gate"):
+        ModelConfig(channels=(4, 8, 16), window=16, guided_refiner=4)

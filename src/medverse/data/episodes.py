@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +208,14 @@ class EpisodeSampler:
             augmentation; masks are warped linearly, so their edges are soft (as the inference's
             soft one-hot warping). ``params["aligned"]`` records it.
         residual_voxels: the range of the residual deformation, in voxels of the episode grid.
+        registrar: real registered contexts instead of the simulated residual: a callable
+            ``registrar(target_case, context_case, arrays)`` that maps ``(N, X, Y, Z)`` arrays
+            on the context case's grid onto the target case's grid (e.g. through a deformable
+            registration of the context onto the target; :mod:`medverse.training.registered`).
+            An aligned episode's contexts are then the other subjects warped by it (image and
+            merged mask in one warp, the mask linearly: soft edges), with no shared spatial
+            augmentation (the registration already decides the geometry);
+            ``params["registered"]`` records it.
         seed: sampler seed; episode ``i`` is seeded by ``(seed, i)``.
 
     Raises:
@@ -238,6 +246,7 @@ class EpisodeSampler:
         intensity: RandomIntensityAugmentation | None = None,
         aligned_prob: float = 0.0,
         residual_voxels: tuple[float, float] = (0.3, 3.0),
+        registrar: Callable[[Case, Case, np.ndarray], np.ndarray] | None = None,
         seed: int = 0,
     ):
         if isinstance(datasets, DatasetMix):
@@ -269,6 +278,7 @@ class EpisodeSampler:
             raise InputError(f"residual_voxels must be 0 <= low <= high, got {residual_voxels}")
         self.aligned_prob = float(aligned_prob)
         self.residual_voxels = (low_r, high_r)
+        self.registrar = registrar
         self.seed = int(seed)
         self._tasks = [self._dataset_tasks(ds) for ds in self.mix]
         self._usable = [i for i, tasks in enumerate(self._tasks) if tasks]
@@ -367,15 +377,24 @@ class EpisodeSampler:
             cases=[case.name for case in cases],
         )
         members = [self._ingredients(case, task, params) for case in cases]
+        registered = False
+        if self.registrar is not None and family == "segmentation" and self.aligned_prob > 0:
+            registered = bool(rng.random() < self.aligned_prob)
+            params["registered"] = registered
+        if registered:
+            members = self._register_members(cases, members)
         members = self._to_common_grid(members, params)
         members = self._to_window(members, rng, params)
-        if self.spatial is not None:
+        if self.spatial is not None and not registered:
             members = self._augment_spatial(members, rng, params)
-        aligned = (
-            family == "segmentation" and self.aligned_prob > 0 and rng.random() < self.aligned_prob
+        aligned = registered or (
+            self.registrar is None
+            and family == "segmentation"
+            and self.aligned_prob > 0
+            and rng.random() < self.aligned_prob
         )
         params["aligned"] = bool(aligned)
-        if aligned:
+        if aligned and not registered:
             members = self._registered_contexts(members, rng, params)
 
         inputs, outputs, intensity, degradations = [], [], [], []
@@ -503,6 +522,17 @@ class EpisodeSampler:
             )
             for m in members
         ]
+
+    def _register_members(self, cases: list[Case], members: list[_Member]) -> list[_Member]:
+        """Every context warped onto the target's grid by ``registrar`` (image and mask in one
+        call; the mask stays soft)."""
+        assert self.registrar is not None
+        result = [members[0]]
+        for case, member in zip(cases[1:], members[1:]):
+            assert member.mask is not None
+            warped = self.registrar(cases[0], case, np.stack([member.input, member.mask]))
+            result.append(_Member(input=warped[0], mask=np.clip(warped[1], 0.0, 1.0)))
+        return result
 
     def _registered_contexts(
         self, members: list[_Member], rng: np.random.Generator, params: dict

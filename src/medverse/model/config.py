@@ -46,6 +46,15 @@ class ModelConfig:
             network grown with this gate starts exactly at label fusion and training can only
             move it where its own head ``h`` (which reads the target image and the aligned
             contexts) does better. Without a prior the network is unchanged.
+        guided_refiner: not in the released architecture (0 for it). With ``prior_gate``, a
+            positive width adds a small convolutional head used only in a registration-guided
+            call: two 3x3x3 convolutions of this width (GELU) over the last decoder features,
+            the prior and the target window, then a zero-initialised 1x1x1 convolution whose
+            output is added to the gated output: ``y = prior + g(f) * (h - prior) +
+            r(f, prior, x)``. It sees each voxel's 5x5x5 neighbourhood of the target image
+            next to the fused masks, so it can move a fused boundary onto the target's own
+            edge. Zero-initialised and never used without a prior, it can be grown onto trained
+            weights and trained alone without changing any unguided call.
 
     Example:
         >>> ModelConfig(channels=(8, 16, 32, 64, 128), window=64).window
@@ -60,12 +69,19 @@ class ModelConfig:
     token_layout: str = "strided"
     input_skip: bool = False
     prior_gate: bool = False
+    guided_refiner: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         for name in ("input_skip", "prior_gate"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.guided_refiner, bool) or not isinstance(self.guided_refiner, int):
+            raise InputError(f"guided_refiner must be a width >= 0, got {self.guided_refiner!r}")
+        if self.guided_refiner < 0:
+            raise InputError(f"guided_refiner must be a width >= 0, got {self.guided_refiner}")
+        if self.guided_refiner and not self.prior_gate:
+            raise InputError("guided_refiner needs prior_gate: true (it refines a guided call)")
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
             raise InputError(f"channels must list at least 2 positive widths, got {self.channels}")
         if self.convs_per_stage < 1:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medverse.model.attention import sincos_3d
-from medverse.model.blocks import Downsample, ResidualUnit, UpsampleMerge, conv1x1
+from medverse.model.blocks import Conv3d, Downsample, ResidualUnit, UpsampleMerge, conv1x1
 from medverse.model.config import ModelConfig
 from medverse.model.fusion import FusionBlock, KeyValues
 
@@ -40,6 +40,27 @@ def _zero_conv1x1(channels: int) -> nn.Conv3d:
     return conv
 
 
+class GuidedRefiner(nn.Module):
+    """The guided call's refinement head (``ModelConfig.guided_refiner``): two 3x3x3
+    convolutions with GELU over ``(features, prior, image)``, then a zero-initialised 1x1x1
+    convolution to one channel, a correction added to the gated output."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            Conv3d(channels + 2, width, kernel_size=3, padding=1),
+            nn.GELU(),
+            Conv3d(width, width, kernel_size=3, padding=1),
+            nn.GELU(),
+        )
+        self.out = conv1x1(width, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, f: torch.Tensor, prior: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.out(self.layers(torch.cat([f, prior, image], dim=1)))
+
+
 class OutputBlock(nn.Module):
     """ResidualUnit(C0) then a 1x1x1 conv to one channel; no final activation.
 
@@ -49,17 +70,25 @@ class OutputBlock(nn.Module):
 
     With ``prior_gate`` (not in the released model) and a ``prior`` given, the output starts
     from the prior and moves towards the head where a zero-initialised gate says so:
-    ``prior + prior_gate(f) * (out - prior)``.
+    ``prior + prior_gate(f) * (out - prior)``; a ``guided_refiner`` width adds
+    :class:`GuidedRefiner`'s correction to that (guided calls only).
     """
 
     def __init__(
-        self, channels: int, num_convs: int, *, input_skip: bool = False, prior_gate: bool = False
+        self,
+        channels: int,
+        num_convs: int,
+        *,
+        input_skip: bool = False,
+        prior_gate: bool = False,
+        guided_refiner: int = 0,
     ) -> None:
         super().__init__()
         self.res = ResidualUnit(channels, num_convs)
         self.head = conv1x1(channels, 1)
         self.gate = _zero_conv1x1(channels) if input_skip else None
         self.prior_gate = _zero_conv1x1(channels) if prior_gate else None
+        self.refiner = GuidedRefiner(channels, guided_refiner) if guided_refiner else None
 
     def forward(
         self,
@@ -77,6 +106,10 @@ class OutputBlock(nn.Module):
             if self.prior_gate is None:
                 raise ValueError("this network has no prior gate: call it without a prior")
             out = prior + self.prior_gate(f) * (out - prior)
+            if self.refiner is not None:
+                if image is None:
+                    raise ValueError("this network has a guided refiner: pass the target image")
+                out = out + self.refiner(f, prior, image)
         return out
 
 
@@ -178,7 +211,11 @@ class TargetDecoder(nn.Module):
         self.upsample_blocks = nn.ModuleList(UpsampleMerge(a, b) for a, b in zip(rev[:-1], rev[1:]))
         self.dec_blocks = nn.ModuleList(_fusion(cfg, c, attention_first=True) for c in rev[1:])
         self.output_block = OutputBlock(
-            rev[-1], cfg.convs_per_stage, input_skip=cfg.input_skip, prior_gate=cfg.prior_gate
+            rev[-1],
+            cfg.convs_per_stage,
+            input_skip=cfg.input_skip,
+            prior_gate=cfg.prior_gate,
+            guided_refiner=cfg.guided_refiner,
         )
 
     @property

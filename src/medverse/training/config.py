@@ -54,6 +54,7 @@ AMP_MODES = ("auto", "bf16", "off")
 AR_SOURCES = ("degraded", "self", "mixed")
 DEVICES = ("auto", "cpu", "cuda")
 LEVEL_RULES = ("medverse", "released")
+GUIDED_CONTEXTS = ("simulated", "registered")
 
 
 def _lr_scales(value: Any) -> dict[str, float]:
@@ -268,6 +269,15 @@ class TrainConfig:
             ``prior_gate`` to learn to start from the prior; the other steps are as before.
         residual_voxels: ``[low, high]`` largest residual displacement of a registered context,
             in voxels.
+        guided_contexts: where a guided step's contexts come from: ``"simulated"`` (default:
+            the target itself under a residual deformation of ``residual_voxels``) or
+            ``"registered"``: other subjects of the same dataset, registered onto the target
+            with the inference's own registration (ANTs affine + SyN, on each case's first
+            modality; images and masks warped with it, masks linearly as soft maps). Real
+            inter-subject contexts: other anatomy and other contrast, as a user's contexts.
+        registration_cache: the on-disk cache of those registrations (``None``: the per-user
+            default of :func:`medverse.registration.default_cache_dir`); the subjects are
+            deterministic, so a resumed or repeated run registers nothing twice.
 
     Optimisation:
         steps: total optimiser steps (also the LR schedule's length).
@@ -321,6 +331,8 @@ class TrainConfig:
     level_rule: str = "medverse"
     guided_prob: float = 0.0
     residual_voxels: tuple[float, float] = (0.3, 3.0)
+    guided_contexts: str = "simulated"
+    registration_cache: str | None = None
     steps: int = 1000
     lr: float = 2e-4
     weight_decay: float = 0.01
@@ -429,6 +441,7 @@ class TrainConfig:
         if not 0 <= residual[0] <= residual[1]:
             raise InputError(f"residual_voxels must be 0 <= low <= high, got {residual}")
         object.__setattr__(self, "residual_voxels", (float(residual[0]), float(residual[1])))
+        check_option(self.guided_contexts, GUIDED_CONTEXTS, "guided_contexts")
         # optimisation
         _positive_int(self.steps, "steps")
         _number(self.lr, "lr", low=0.0, open_low=True)

@@ -34,7 +34,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +287,11 @@ def _sampler(
     seed: int,
     augment: bool,
     guided: bool = False,
+    registrar=None,
 ):
-    """Episodes of the run; ``guided``: segmentation only, contexts registered to the target."""
+    """Episodes of the run; ``guided``: segmentation only, contexts registered to the target
+    (by ``registrar``, a :class:`~medverse.training.registered.ContextRegistrar`, or simulated
+    when None)."""
     from medverse.data.episodes import EpisodeSampler
 
     return EpisodeSampler(
@@ -301,6 +304,7 @@ def _sampler(
         augment=augment,
         aligned_prob=1.0 if guided else 0.0,
         residual_voxels=config.residual_voxels,
+        registrar=registrar if guided else None,
         seed=seed + _GUIDED_SEED_OFFSET if guided else seed,
     )
 
@@ -334,6 +338,12 @@ class StepBuilder:
         self.info = info or DistInfo()
         self.offsets = shard(config.batch_size, self.info.rank, self.info.world_size)
         self._samplers: dict[tuple[int, bool], Any] = {}
+        self.registrar = None
+        if config.guided_prob > 0 and config.guided_contexts == "registered":
+            from medverse.registration import RegistrationCache
+            from medverse.training.registered import ContextRegistrar
+
+            self.registrar = ContextRegistrar(RegistrationCache(config.registration_cache))
 
     def sampler(self, num_contexts: int, guided: bool = False):
         key = (num_contexts, guided)
@@ -345,6 +355,7 @@ class StepBuilder:
                 seed=self.config.seed,
                 augment=self.config.augment,
                 guided=guided,
+                registrar=self.registrar,
             )
         return self._samplers[key]
 
@@ -455,7 +466,8 @@ def _initial_model(config: TrainConfig) -> MedverseNet:
             for name in _GROWABLE
             if getattr(model_config, name) and not getattr(net.config, name)
         }
-        if grown and net.config == replace(model_config, **dict.fromkeys(grown, False)):
+        off = {f.name: f.default for f in fields(ModelConfig) if f.name in grown}
+        if grown and net.config == replace(model_config, **off):
             return _grow(net, model_config).train()
         raise InputError(
             f"init_weights '{config.init_weights}' has architecture {net.config.to_dict()}, "
@@ -467,7 +479,7 @@ def _initial_model(config: TrainConfig) -> MedverseNet:
 
 #: Zero-initialised additions that can be grown onto trained weights without changing their
 #: function: ModelConfig field -> the parameter-name part of the module it adds.
-_GROWABLE = {"input_skip": ".gate.", "prior_gate": ".prior_gate."}
+_GROWABLE = {"input_skip": ".gate.", "prior_gate": ".prior_gate.", "guided_refiner": ".refiner."}
 
 
 def _grow(net: MedverseNet, model_config: ModelConfig) -> MedverseNet:
