@@ -22,9 +22,10 @@ from .conftest import TINY_MODEL
 def _subject(name: str, shift: tuple[float, float, float], shape=(28, 30, 26)) -> Case:
     """A smooth head-like blob with an inner structure, moved by ``shift`` voxels."""
     grid = np.indices(shape, dtype=np.float32)
-    centre = np.asarray(shape, np.float32)[:, None, None, None] / 2 + np.asarray(shift)[
-        :, None, None, None
-    ]
+    centre = (
+        np.asarray(shape, np.float32)[:, None, None, None] / 2
+        + np.asarray(shift)[:, None, None, None]
+    )
     radius = np.sqrt((((grid - centre) / np.asarray([9, 10, 8])[:, None, None, None]) ** 2).sum(0))
     inner = np.sqrt(
         (((grid - centre - np.asarray([2, 0, 0])[:, None, None, None]) / 4.0) ** 2).sum(0)
