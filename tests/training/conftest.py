@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+from medverse.data.episodes import Episode
 from medverse.training.config import TrainConfig
 
 TINY_MODEL = {"channels": [4, 8, 16], "window": 16}
@@ -42,6 +44,25 @@ def tiny_config(out_dir: Path | str, **changes: Any) -> TrainConfig:
     }
     fields.update(changes)
     return TrainConfig.from_dict(fields)
+
+
+def fake_episode(shape=(24, 24, 24), num_contexts=2, family="segmentation", seed=0) -> Episode:
+    """A full-grid episode of uniform noise; masks are noise > 0.6, images the noise inverted."""
+    rng = np.random.default_rng(seed)
+    image = rng.random((num_contexts + 1, 1, *shape)).astype(np.float32)
+    if family == "segmentation":
+        output = (image > 0.6).astype(np.float32)
+    else:
+        output = 1 - image
+    return Episode(
+        target=image[0],
+        target_reference=output[0],
+        context_in=image[1:],
+        context_out=output[1:],
+        task=family,
+        family=family,
+        seed=seed,
+    )
 
 
 @pytest.fixture

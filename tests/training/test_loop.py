@@ -12,9 +12,7 @@ import torch
 
 from medverse.data.episodes import Episode
 from medverse.errors import InputError
-from medverse.inference.driver import resize
 from medverse.training import loop
-from medverse.training.coarse_to_fine import collate_windows, episode_to_window
 from medverse.training.config import TrainConfig
 from medverse.training.distributed import DistInfo
 from medverse.training.loop import (
@@ -29,26 +27,7 @@ from medverse.training.loop import (
     validation_episodes,
 )
 
-from .conftest import TINY_MODEL, tiny_config
-
-
-def fake_episode(shape=(24, 24, 24), num_contexts=2, family="segmentation", seed=0) -> Episode:
-    rng = np.random.default_rng(seed)
-    image = rng.random((num_contexts + 1, 1, *shape)).astype(np.float32)
-    if family == "segmentation":
-        output = (image > 0.6).astype(np.float32)
-    else:
-        output = 1 - image
-    return Episode(
-        target=image[0],
-        target_reference=output[0],
-        context_in=image[1:],
-        context_out=output[1:],
-        task=family,
-        family=family,
-        seed=seed,
-    )
-
+from .conftest import TINY_MODEL, fake_episode, tiny_config
 
 # -- schedule ----------------------------------------------------------------------------------
 
@@ -64,91 +43,7 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lr_factor(100, flat) == 1.0
 
 
-# -- coarse to fine ------------------------------------------------------------------------------
-
-
-def test_level1_window_is_the_whole_volume_without_ar() -> None:
-    episode = fake_episode()
-    window = episode_to_window(episode, 16, np.random.default_rng(0), coarse=True)
-    assert window.ar_in is None and window.ar_out is None and window.level == 1
-    assert window.num_levels == 2
-    assert window.target.shape == (1, 16, 16, 16)
-    assert window.context_in.shape == (2, 1, 16, 16, 16)
-    # medverse rule: level 1 of 24^3 with a 16^3 window is 12^3, zero-padded at the end
-    expected = resize(torch.from_numpy(episode.target)[None], (12, 12, 12))[0]
-    assert torch.allclose(window.target[:, :12, :12, :12], expected)
-    assert torch.all(window.target[:, 12:] == 0)
-
-
-def test_fine_window_ar_pair_is_the_degraded_previous_level() -> None:
-    episode = fake_episode(family="transformation")
-    win = episode_to_window(
-        episode, 16, np.random.default_rng(1), coarse=False, foreground_crop_prob=0.0
-    )
-    assert win.level == 2 and win.ar_mode == "degraded" and win.start is not None
-    assert win.ar_in.shape == win.ar_out.shape == (1, 1, 16, 16, 16)
-    sx, sy, sz = win.start
-    crop = (..., slice(sx, sx + 16), slice(sy, sy + 16), slice(sz, sz + 16))
-    target = torch.from_numpy(episode.target)[None]
-    reference = torch.from_numpy(episode.target_reference)[None]
-    down_up = resize(resize(target, (12, 12, 12)), (24, 24, 24))
-    assert torch.allclose(win.ar_in[0], down_up[0][crop], atol=1e-6)
-    assert torch.allclose(win.target, target[0][crop])
-    assert torch.allclose(win.reference, reference[0][crop])
-    expected_out = resize(resize(reference, (12, 12, 12)), (24, 24, 24)).clamp(0, 1)
-    assert torch.allclose(win.ar_out[0], expected_out[0][crop], atol=1e-6)
-
-
-def test_self_mode_uses_the_models_level1_prediction() -> None:
-    episode = fake_episode()
-    calls = []
-
-    def predictor(target, context_in, context_out, ar_in, ar_out):
-        calls.append((target.shape, context_in.shape, ar_in))
-        return torch.full_like(target, 0.25)
-
-    win = episode_to_window(
-        episode, 16, np.random.default_rng(2), coarse=False, ar_mode="self", predictor=predictor
-    )
-    assert calls == [((1, 1, 16, 16, 16), (1, 2, 1, 16, 16, 16), None)]
-    assert win.ar_mode == "self"
-    assert torch.allclose(win.ar_out, torch.full_like(win.ar_out, 0.25))
-    with pytest.raises(InputError, match="needs a predictor"):
-        episode_to_window(episode, 16, np.random.default_rng(2), coarse=False, ar_mode="self")
-
-
-def test_single_level_volume_always_gives_a_level1_window() -> None:
-    win = episode_to_window(
-        fake_episode(shape=(16, 12, 16)), 16, np.random.default_rng(0), coarse=False
-    )
-    assert win.ar_in is None and win.level == 1 and win.target.shape == (1, 16, 16, 16)
-
-
-def test_collate_refuses_mixed_passes() -> None:
-    rng = np.random.default_rng(0)
-    a = episode_to_window(fake_episode(), 16, rng, coarse=True)
-    b = episode_to_window(fake_episode(), 16, rng, coarse=False)
-    with pytest.raises(InputError, match="mixes"):
-        collate_windows([a, b])
-
-
-def test_guided_window_has_the_target_and_the_mean_context_mask_as_ar_pair() -> None:
-    episode = fake_episode(num_contexts=3)
-    win = episode_to_window(
-        episode, 16, np.random.default_rng(4), coarse=True, guided=True, foreground_crop_prob=0.0
-    )
-    assert win.guided and win.ar_mode == "prior" and win.level == win.num_levels == 2
-    sx, sy, sz = win.start
-    crop = (..., slice(sx, sx + 16), slice(sy, sy + 16), slice(sz, sz + 16))
-    # the episode's own grid (no resampling), the target itself as AR image
-    assert torch.equal(win.target, torch.from_numpy(episode.target)[crop])
-    assert torch.equal(win.ar_in[0], win.target)
-    prior = torch.from_numpy(episode.context_out).mean(dim=0)
-    assert torch.allclose(win.ar_out[0], prior[crop])
-    plain = episode_to_window(episode, 16, np.random.default_rng(4), coarse=False)
-    with pytest.raises(InputError, match="guided"):
-        collate_windows([win, plain])
-    assert collate_windows([win, win])["guided"] is True
+# -- guided steps (the windows themselves: tests/training/test_coarse_to_fine.py) -------------
 
 
 def test_guided_steps_train_segmentation_with_registered_contexts(make_config) -> None:
