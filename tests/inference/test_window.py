@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medverse.errors import InputError
 from medverse.inference.window import crop_windows, predict_window
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet, TargetState
@@ -52,6 +53,12 @@ def test_crop_windows_of_one_window_is_that_crop() -> None:
     crops = crop_windows(volume, [_slices(0, (2, 3, 4))])
     assert crops.shape == (1, 2, 1, 8, 8, 8)
     assert torch.equal(crops, volume[0:1, :, :, 2:10, 3:11, 4:12])
+
+
+def test_crop_windows_of_no_window_is_refused_clearly() -> None:
+    """No window has no window size to give an empty batch: a clear error, not an IndexError."""
+    with pytest.raises(InputError, match="at least one window"):
+        crop_windows(torch.rand(1, 2, 1, 12, 12, 12), [])
 
 
 # --------------------------------------------------------------------------- predict_window

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from medverse.errors import InputError
 from medverse.model.network import MedverseNet
 
 __all__ = ["predict_window", "crop_windows"]
@@ -13,7 +14,12 @@ def crop_windows(volume: torch.Tensor, slices: list[list[slice]]) -> torch.Tenso
     """Crop ``(B, L, K, X, Y, Z)`` at MONAI window coordinates → ``(n, L, K, w, w, w)``.
 
     ``slices`` is MONAI's ``unravel_slice``: per window ``[batch, channel, x, y, z]``.
+
+    Raises:
+        InputError: ``slices`` is empty (no window size to give an empty batch).
     """
+    if not slices:
+        raise InputError("crop_windows needs at least one window; got an empty list of slices")
     crops = [volume[(s[0], slice(None), slice(None), *s[2:])] for s in slices]
     return crops[0] if len(crops) == 1 else torch.cat(crops)
 
