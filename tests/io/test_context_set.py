@@ -120,9 +120,36 @@ def test_subset_keeps_task_labels_and_a_copy_of_the_names() -> None:
     subset = context.subset([2, 0])
     assert [pair.image.name for pair in subset] == ["image_2", "image_0"]
     assert subset.task == "segmentation"
-    assert subset.labels == (1, 2)  # the set's labels, not only those of the chosen pairs
+    assert subset.labels == (1, 2)  # pair 2 holds label 2, pair 0 label 1
     subset.label_names[1] = "changed"
     assert context.label_names == {1: "liver", 2: "tumour"}
+
+
+def test_subset_drops_the_labels_and_names_its_pairs_do_not_hold() -> None:
+    pairs = [_pair(_mask(1), seed=0), _pair(_mask(1, 2), seed=1), _pair(_mask(2), seed=2)]
+    names = {0: "background", 1: "liver", 2: "tumour", 7: "unused"}
+    context = Context(pairs, label_names=names)
+    only_liver = context.subset([0])
+    assert only_liver.labels == (1,)
+    # the name of the dropped label goes; background and names that were never labels stay
+    assert only_liver.label_names == {0: "background", 1: "liver", 7: "unused"}
+    assert context.subset([2, 1]).label_names == names
+    assert context.label_names == names and context.labels == (1, 2)
+
+
+def test_subset_keeps_a_given_label_restriction() -> None:
+    pairs = [_pair(_mask(1), seed=0), _pair(_mask(1, 2), seed=1)]
+    context = Context(pairs, labels=(2,), label_names={1: "liver", 2: "tumour"})
+    assert context.subset([1]).labels == (2,)  # label 1 is in the pair but was not asked for
+    with pytest.raises(InputError, match=r"hold none of the labels \(2,\)"):
+        context.subset([0])
+
+
+def test_subset_of_an_image_task_keeps_no_labels() -> None:
+    context = Context([_pair(_image(5), "image", 0), _pair(_image(6), "image", 1)], task="image")
+    subset = context.subset([1])
+    assert subset.task == "image" and subset.labels == () and subset.label_names == {}
+    assert [pair.image.name for pair in subset] == ["image_1"]
 
 
 # ------------------------------------------------------------------------------- from_files

@@ -66,6 +66,14 @@ def dataset_label_names(meta: Mapping[str, object]) -> dict[int, str]:
     return dict(sorted(names.items()))
 
 
+def _labels_of(pairs: Sequence[ContextPair]) -> set[int]:
+    """The label values above 0 found in the outputs of ``pairs``."""
+    found: set[int] = set()
+    for pair in pairs:
+        found.update(int(v) for v in np.unique(pair.output.array) if v > 0)
+    return found
+
+
 @dataclass
 class Context:
     """The in-context examples of one query.
@@ -91,10 +99,7 @@ class Context:
             raise InputError("no context pairs given: pass at least one --context IMAGE OUTPUT")
         check_option(self.task, TASKS[1:], "task")
         if self.task == "segmentation" and not self.labels:
-            found: set[int] = set()
-            for pair in self.pairs:
-                found.update(int(v) for v in np.unique(pair.output.array) if v > 0)
-            self.labels = tuple(sorted(found))
+            self.labels = tuple(sorted(_labels_of(self.pairs)))
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -103,9 +108,27 @@ class Context:
         return iter(self.pairs)
 
     def subset(self, indices: Sequence[int]) -> Context:
-        return Context(
-            [self.pairs[i] for i in indices], self.task, self.labels, dict(self.label_names)
-        )
+        """The context of the pairs at ``indices``, in that order.
+
+        A segmentation keeps those of its labels that the chosen outputs hold, and drops the
+        names of the labels it loses (background and other names stay). The names are a copy.
+
+        Raises:
+            InputError: no index, or the chosen outputs hold none of the labels.
+        """
+        pairs = [self.pairs[i] for i in indices]
+        if self.task != "segmentation" or not pairs:
+            return Context(pairs, self.task, self.labels, dict(self.label_names))
+        present = _labels_of(pairs)
+        labels = tuple(value for value in self.labels if value in present)
+        if not labels:
+            raise InputError(
+                f"context pairs {list(indices)} hold none of the labels {self.labels}; "
+                "choose pairs whose outputs show at least one of them"
+            )
+        dropped = set(self.labels) - set(labels)
+        names = {value: name for value, name in self.label_names.items() if value not in dropped}
+        return Context(pairs, self.task, labels, names)
 
     @classmethod
     def from_files(
