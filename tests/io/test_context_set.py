@@ -174,6 +174,26 @@ def test_from_files_detects_the_task(tmp_path: Path) -> None:
     assert forced.task == "image" and forced.pairs[0].output_kind == "image"
 
 
+def test_from_files_does_not_modify_the_volumes_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The volumes a reader hands over (a cache, a caller's own) keep their kind: the context
+    holds label copies of the outputs, not the same objects relabelled."""
+    given = {
+        "img.nii.gz": Volume(_image(), AFFINE, name="img"),
+        "mask.nii.gz": Volume(_mask(1, 2), AFFINE, name="mask"),
+    }
+    monkeypatch.setattr("medverse.io.context_set.read_volume", lambda path: given[Path(path).name])
+    context = Context.from_files([(tmp_path / "img.nii.gz", tmp_path / "mask.nii.gz")])
+    assert context.task == "segmentation" and context.pairs[0].output.kind == "label"
+    assert given["mask.nii.gz"].kind == "image" and given["img.nii.gz"].kind == "image"
+    output = context.pairs[0].output
+    assert output is not given["mask.nii.gz"] and output.name == "mask"
+    np.testing.assert_array_equal(output.array, given["mask.nii.gz"].array)
+    np.testing.assert_array_equal(output.affine, AFFINE)
+    assert context.pairs[0].image is given["img.nii.gz"]  # images are not changed, not copied
+
+
 def test_from_files_refuses_a_bad_task_before_reading(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="task must be one of 'auto', 'segmentation', 'image'"):
         Context.from_files([(tmp_path / "missing.nii.gz", tmp_path / "gone.nii.gz")], task="seg")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -184,8 +184,9 @@ class Context:
         kind = "label" if task == "segmentation" else "image"
         built = []
         for image, output in outputs:
-            output.kind = kind
-            built.append(ContextPair(image, output, output_kind=kind))
+            # a relabelled copy: a volume handed to us is never modified
+            labelled = output if output.kind == kind else replace(output, kind=kind)
+            built.append(ContextPair(image, labelled, output_kind=kind))
         names = {int(k): str(v) for k, v in (label_names or {}).items()}
         return cls(built, task, label_names=names if task == "segmentation" else {})
 
