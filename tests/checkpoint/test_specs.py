@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medverse.checkpoint import registry, specs
+from medverse.checkpoint import specs
 from medverse.errors import CheckpointError
 from medverse.model.config import ModelConfig
 
@@ -24,9 +24,3 @@ def test_unknown_name_lists_the_registered_ones() -> None:
         CheckpointError, match="unknown model 'nope'.*medverse-base, medverse-small"
     ):
         specs.get_spec("nope")
-
-
-def test_registry_re_exports_the_same_table() -> None:
-    for name in ("ModelSpec", "get_spec", "list_models", "register_model"):
-        assert getattr(registry, name) is getattr(specs, name)
-        assert name in registry.__all__
