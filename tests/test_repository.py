@@ -191,3 +191,25 @@ def test_training_uses_only_the_metrics_of_evaluation() -> None:
     assert used == {"medverse.evaluation.metrics"}
     # and the metrics stand alone, so that arrow stays cheap
     assert set(GRAPH["medverse.evaluation.metrics"]) <= {"medverse.errors"}
+
+
+def test_the_network_runs_on_arrays_through_one_pipeline() -> None:
+    # issue 16 item 1: only inference/pipeline.py (and the registration-guided pass of
+    # inference/guided.py) call the driver; evaluation reaches inference only in model_method
+    # and imports nothing of model
+    callers = set()
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and any(
+                alias.name == "run_inference" for alias in node.names
+            ):
+                callers.add(name)
+    assert callers == {"medverse.inference.pipeline", "medverse.inference.guided"}
+    reaching = {
+        (name, _room(target))
+        for name, targets in GRAPH.items()
+        if _room(name) == "medverse.evaluation"
+        for target in targets
+        if _room(target) in {"medverse.model", "medverse.inference"}
+    }
+    assert reaching == {("medverse.evaluation.model_method", "medverse.inference")}

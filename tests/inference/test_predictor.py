@@ -1,4 +1,5 @@
-"""Predictor: what ``align="auto"`` resolves to, and its fallback when deformable registration fails."""
+"""Predictor: what ``align="auto"`` resolves to, its fallback when deformable registration fails,
+and that it runs the array pipeline on the aligned arrays."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 
 from medverse.errors import RegistrationError
 from medverse.inference.driver import InferenceConfig
+from medverse.inference.pipeline import ModelInputs, ensemble_draws, predict_arrays
 from medverse.inference.predictor import Predictor
 from medverse.io.context_set import Context
+from medverse.io.volume import read_volume
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 
@@ -79,3 +82,23 @@ def test_auto_falls_back_to_affine_when_registration_fails(tmp_path, monkeypatch
     assert result.array.shape == (24, 22, 20)
     with pytest.raises(RegistrationError, match="i1.nii.gz"):  # asked for by name: no fallback
         predictor.predict(target, pairs, align="deformable")
+
+
+def test_predict_is_the_array_pipeline_on_the_aligned_arrays(tmp_path) -> None:
+    target, pairs = _files(tmp_path)
+    net = _net(False)
+    predictor = Predictor(net, InferenceConfig(sw_batch_size=2))
+    result = predictor.predict(target, pairs, align="physical", ensemble=2)
+    context = Context.from_files(pairs)  # already on the target grid: "physical" keeps them
+    inputs = ModelInputs.from_arrays(
+        read_volume(target).array,
+        [(pair.image.array, pair.output.array) for pair in context],
+        segmentation=True,
+        labels=context.labels,
+    )
+    expected = predict_arrays(net, inputs, predictor.config, draws=ensemble_draws(2, 2))
+    np.testing.assert_array_equal(result.raw, expected.raw)
+    np.testing.assert_array_equal(result.std, expected.std)
+    np.testing.assert_array_equal(result.array, expected.array)
+    assert result.summary["windows"] == expected.draws[-1].num_windows == [1, 8]
+    assert result.summary["draws"] == 2 and result.labels == (1,)

@@ -167,15 +167,16 @@ def test_validate_scores_each_family(make_config) -> None:
 def test_validate_scores_with_the_evaluation_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in driver returns the mean of the context outputs (offset so some voxels leave
     # [0, 1] and get clamped); validate must give exactly what evaluation.metrics gives on it.
-    from types import SimpleNamespace
-
     from medverse.evaluation import metrics
-    from medverse.inference import driver
+    from medverse.inference import pipeline
+    from medverse.inference.driver import InferenceResult
+    from medverse.inference.pyramid import plan_levels
 
-    def mean_of_contexts(net, target, context_in, context_out, settings):
-        return SimpleNamespace(output=context_out.float().mean(1) * 1.2 - 0.1)
+    def mean_of_contexts(net, target, context_in, context_out, settings, **kwargs):
+        plan = plan_levels(tuple(target.shape[-3:]), 16)
+        return InferenceResult(output=context_out.float().mean(1) * 1.2 - 0.1, plan=plan)
 
-    monkeypatch.setattr(driver, "run_inference", mean_of_contexts)
+    monkeypatch.setattr(pipeline, "run_inference", mean_of_contexts)
     segmentation = fake_episode(shape=(12, 12, 12), num_contexts=3, seed=1)
     enhancement = fake_episode(shape=(12, 12, 12), family="enhancement", seed=2)
     scores = validate(torch.nn.Conv3d(1, 1, 1), [segmentation, enhancement])

@@ -10,12 +10,10 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError
-from medverse.inference.calibration import image_output, relative_bounds
-from medverse.inference.driver import InferenceConfig, run_inference
+from medverse.inference.driver import InferenceConfig
 from medverse.inference.guided import GuidedContext, GuidedResult, guided_segmentation
-from medverse.io.context import normalize_intensity
+from medverse.inference.pipeline import ModelInputs, predict_arrays
 from medverse.io.volume import Volume
-from medverse.model.network import MedverseNet
 from medverse.registration import RegistrationCache, register
 from medverse.types import TASK_FAMILIES
 
@@ -41,11 +39,15 @@ def _affine(spacing: Any) -> np.ndarray:
 class ModelMethod:
     """``method(target_image, context_images, context_outputs, *, spacing, task_family)``.
 
-    Contexts arrive on the target grid (the protocol's contract). Images are min-max normalised;
-    segmentation returns the raw map (the protocol thresholds it at 0.5); image tasks return the
-    output rescaled to the range the contexts imply (:func:`~medverse.inference.calibration.output_range`),
-    with ``calibrate`` (default, as in ``medverse predict``) after the in-context calibration of
+    Contexts arrive on the target grid (the protocol's contract) and run through the array
+    pipeline (:func:`~medverse.inference.pipeline.predict_arrays`), as in ``medverse predict``:
+    images are min-max normalised; segmentation returns the raw map (the protocol thresholds it
+    at 0.5); image tasks return the output rescaled to the range the contexts imply
+    (:func:`~medverse.inference.calibration.output_range`), with ``calibrate`` (default, as in
+    ``medverse predict``) after the in-context calibration of
     :mod:`medverse.inference.calibration`.
+
+    ``net`` is a :class:`~medverse.model.network.MedverseNet`.
 
     With ``align="deformable"``, segmentation is registration-guided
     (:func:`~medverse.inference.guided.guided_segmentation`): contexts registered to the target
@@ -62,7 +64,7 @@ class ModelMethod:
 
     def __init__(
         self,
-        net: MedverseNet,
+        net: torch.nn.Module,
         config: InferenceConfig | None = None,
         *,
         calibrate: bool = True,
@@ -105,23 +107,6 @@ class ModelMethod:
         if self.align != "auto":
             return self.align
         return "deformable" if segmentation and self.net.config.prior_gate else "none"
-
-    def _predict(
-        self,
-        target: np.ndarray,
-        images: np.ndarray,
-        outputs: np.ndarray,
-        *,
-        segmentation: bool = False,
-    ) -> np.ndarray:
-        """Normalised ``(1, X, Y, Z)`` target and ``(L, 1, ...)`` pairs -> ``(1, X, Y, Z)``."""
-        t, ci, co = (
-            torch.from_numpy(np.ascontiguousarray(a))[None] for a in (target, images, outputs)
-        )
-        result = run_inference(self.net, t, ci, co, self.config, segmentation=segmentation)
-        self.windows["run"] += sum(result.num_windows[1:])
-        self.windows["skipped"] += sum(result.num_skipped[1:])
-        return result.output[0].numpy()
 
     def _guided(
         self,
@@ -200,25 +185,11 @@ class ModelMethod:
             context_images, context_outputs = self._registered(
                 target_image, context_images, context_outputs, spacing, segmentation, align
             )
-        tgt = normalize_intensity(target_image)[None]
-        images = np.stack([normalize_intensity(c) for c in context_images])[:, None]
-        outs = [
-            (o > 0.5).astype(np.float32) if segmentation else normalize_intensity(o)
-            for o in context_outputs
-        ]
-        outputs = np.stack(outs)[:, None]
-        raw = self._predict(tgt, images, outputs, segmentation=segmentation)[0]
-        if segmentation:
-            return raw
-        bounds = [relative_bounds(i, o) for i, o in zip(context_images, context_outputs)]
-        array, _ = image_output(
-            self._predict,
-            raw,
-            target_image,
-            tgt[0],
-            images,
-            outputs,
-            bounds,
-            calibrate=self.calibrate,
+        inputs = ModelInputs.from_arrays(
+            target_image, zip(context_images, context_outputs), segmentation=segmentation
         )
-        return array
+        prediction = predict_arrays(self.net, inputs, self.config, calibrate=self.calibrate)
+        for run in prediction.runs:  # the fine levels of the draw and of the calibration runs
+            self.windows["run"] += sum(run.num_windows[1:])
+            self.windows["skipped"] += sum(run.num_skipped[1:])
+        return prediction.raw[0] if segmentation else prediction.array

@@ -1,13 +1,13 @@
 """Predictor: load a model once, predict many targets from files or arrays.
 
-Pipeline per target: bring each context pair onto the target grid (physical resampling by
-default), normalise every volume to [0, 1] (optional percentile clipping first), run the
-coarse-to-fine driver once per ensemble draw with one output channel per class (the target
-encoder is shared by all classes), then combine: segmentation = argmax over classes against a
-0.5 background threshold; image tasks = the output rescaled to the intensity range that the
-contexts imply for the target (each aligned context's output range relative to its input's)
-and, by default, combined with the target as leave-one-out predictions of the contexts say
-(:mod:`medverse.inference.calibration`).
+Per target: bring each context pair onto the target grid (physical resampling by default),
+then hand the arrays to the array pipeline (:mod:`medverse.inference.pipeline`): normalise every
+volume to [0, 1] (optional percentile clipping first), run the coarse-to-fine driver once per
+ensemble draw with one output channel per class (the target encoder is shared by all classes),
+then combine: segmentation = argmax over classes against a 0.5 background threshold; image tasks
+= the output rescaled to the intensity range that the contexts imply for the target (each
+aligned context's output range relative to its input's) and, by default, combined with the
+target as leave-one-out predictions of the contexts say (:mod:`medverse.inference.calibration`).
 
 Segmentation with ``align="deformable"`` is registration-guided
 (:mod:`medverse.inference.guided`): every context is registered to the target (affine, then
@@ -22,7 +22,7 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError, RegistrationError
-from medverse.inference.calibration import image_output, relative_bounds
-from medverse.inference.driver import InferenceConfig, autocast_dtype, run_inference
+from medverse.inference.driver import InferenceConfig, autocast_dtype
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
-from medverse.io.context import ALIGN_MODES, align_pair, normalize_intensity
+from medverse.inference.pipeline import ModelInputs, ensemble_draws, predict_arrays
+from medverse.io.context import ALIGN_MODES, align_pair
 from medverse.io.context_set import Context
 from medverse.io.volume import (
     Volume,
@@ -278,49 +278,42 @@ class Predictor:
         else:
             fallback = None
 
-        images, outputs, notes, bounds = self._prepare_contexts(
-            target, context, align, resample, clip_percentiles, labels, engine, cache
-        )
-        tgt = normalize_intensity(target.array, clip_percentiles=clip_percentiles, name=target.name)
-        draws = self._draws(len(context), ensemble, contexts_per_draw, seed)
-        results, summary = (
-            [],
-            {
-                "levels": 0,
-                "windows": [],
-                "skipped": [],
-                "refine": self.config.refine,
-                "precision": "bf16"
-                if autocast_dtype(self.config.precision, self.device)
-                else "fp32",
-                "contexts": len(context),
-                "draws": len(draws),
-                "calibration": None,
-            },
-        )
         segmentation = context.task == "segmentation"
-        for subset, flip in draws:
-            raw, info = self._run(
-                tgt, images[subset], outputs[subset], flip, segmentation=segmentation
-            )
-            results.append(raw)
-            summary["levels"], summary["windows"] = info.plan.num_levels, info.num_windows
-            summary["skipped"] = info.num_skipped
-            summary["plan"] = [lv.shape for lv in info.plan.levels]
-        stack = np.stack(results)
-        raw = stack.mean(axis=0)
-        std = stack.std(axis=0) if len(results) > 1 else None
-        if context.task == "segmentation":
-            array = labels_from_raw(raw, labels)
-        else:
-
-            def predict(t: np.ndarray, ci: np.ndarray, co: np.ndarray) -> np.ndarray:
-                return self._run(t[0], ci, co, ())[0]
-
-            array, calibration = image_output(
-                predict, raw[0], target.array, tgt, images, outputs, bounds, calibrate=calibrate
-            )
-            summary["calibration"] = calibration.to_dict() if calibration else None
+        notes: list[str] = []
+        inputs = ModelInputs.from_arrays(
+            target.array,
+            self._aligned_pairs(target, context, align, resample, notes, engine, cache),
+            segmentation=segmentation,
+            labels=labels if segmentation else None,
+            clip_percentiles=clip_percentiles,
+            num_contexts=len(context),
+            target_name=target.name,
+            context_names=[(pair.image.name, pair.output.name) for pair in context],
+        )
+        draws = ensemble_draws(len(context), ensemble, contexts_per_draw, seed)
+        prediction = predict_arrays(
+            self.model,
+            inputs,
+            self.config,
+            draws=draws,
+            calibrate=calibrate,
+            device=self.device,
+            on_level=self._on_level,
+        )
+        last = prediction.draws[-1]
+        summary = {
+            "levels": last.plan.num_levels,
+            "windows": last.num_windows,
+            "skipped": last.num_skipped,
+            "refine": self.config.refine,
+            "precision": "bf16" if autocast_dtype(self.config.precision, self.device) else "fp32",
+            "contexts": len(context),
+            "draws": len(draws),
+            "calibration": (
+                prediction.calibration.to_dict() if prediction.calibration is not None else None
+            ),
+            "plan": [lv.shape for lv in last.plan.levels],
+        }
         summary.update(
             seconds=time.perf_counter() - start,
             peak_memory_gib=peak_memory_gib(),
@@ -328,8 +321,8 @@ class Predictor:
             classes=len(labels) if context.task == "segmentation" else 1,
         )
         return Prediction(
-            array, target.affine, context.task, raw, labels, std, target.path, summary,
-            label_names=dict(context.label_names),
+            prediction.array, target.affine, context.task, prediction.raw, labels, prediction.std,
+            target.path, summary, label_names=dict(context.label_names),
         )  # fmt: skip
 
     # -- helpers ------------------------------------------------------------------------------
@@ -373,7 +366,7 @@ class Predictor:
         if contexts_per_draw is None or contexts_per_draw >= len(context):
             subsets = [np.arange(len(context))]  # every draw would be this call (no flips here)
         else:
-            draws = self._draws(len(context), ensemble, contexts_per_draw, seed)
+            draws = ensemble_draws(len(context), ensemble, contexts_per_draw, seed)
             subsets = [subset for subset, _ in draws]
         results = [
             guided_segmentation(
@@ -414,25 +407,18 @@ class Predictor:
             label_names=dict(context.label_names),
         )  # fmt: skip
 
-    def _prepare_contexts(
-        self,
+    @staticmethod
+    def _aligned_pairs(
         target: Volume,
         context: Context,
         align: str,
         resample: bool,
-        clip: tuple[float, float] | None,
-        labels: tuple[int, ...],
+        notes: list[str],
         engine: str = "ants",
         cache: RegistrationCache | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[float, float]]]:
-        """Contexts on the target grid: images ``(L, 1, X, Y, Z)``, outputs ``(L, K, X, Y, Z)``,
-        alignment notes, and (image tasks) each aligned pair's :func:`relative_bounds`."""
-        segmentation = context.task == "segmentation"
-        num_out = len(labels) if segmentation else 1
-        images = np.empty((len(context), 1, *target.shape), np.float32)
-        outputs = np.empty((len(context), num_out, *target.shape), np.float32)
-        notes, bounds = [], []
-        for i, pair in enumerate(context):
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each context pair on the target grid, one at a time (its note appended to ``notes``)."""
+        for pair in context:
             if not resample:
                 for vol in (pair.image, pair.output):
                     check_same_grid(
@@ -441,60 +427,7 @@ class Predictor:
             extra = {"engine": engine, "cache": cache} if align == "deformable" else {}
             image, output, note = align_pair(pair, target, mode=align, **extra)
             notes.append(note)
-            images[i, 0] = normalize_intensity(image, clip_percentiles=clip, name=pair.image.name)
-            if segmentation:
-                for k, lab in enumerate(labels):
-                    outputs[i, k] = output == lab
-            else:
-                outputs[i, 0] = normalize_intensity(
-                    output, clip_percentiles=clip, name=pair.output.name
-                )
-                bounds.append(relative_bounds(image, output))
-        return images, outputs, notes, bounds
-
-    @staticmethod
-    def _draws(
-        num: int, ensemble: int, per_draw: int | None, seed: int
-    ) -> list[tuple[np.ndarray, tuple[int, ...]]]:
-        """``(context indices, flipped axes)`` per draw."""
-        rng = np.random.default_rng(seed)
-        flips = [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
-        draws = []
-        for d in range(ensemble):
-            if per_draw is not None and per_draw < num:
-                draws.append((np.sort(rng.choice(num, per_draw, replace=False)), ()))
-            else:
-                draws.append((np.arange(num), flips[d % len(flips)]))
-        return draws
-
-    def _run(
-        self,
-        target: np.ndarray,
-        images: np.ndarray,
-        outputs: np.ndarray,
-        flip: tuple[int, ...],
-        *,
-        segmentation: bool = False,
-    ):  # noqa: ANN202
-        dev = self.device
-        tgt = torch.from_numpy(target)[None, None]
-        cin = torch.from_numpy(images)[None]
-        cout = torch.from_numpy(outputs)[None]
-        if flip:
-            tgt, cin, cout = (t.flip([d - 3 for d in flip]) for t in (tgt, cin, cout))
-        info = run_inference(
-            self.model,
-            tgt.to(dev),
-            cin.to(dev),
-            cout.to(dev),
-            self.config,
-            on_level=self._on_level,
-            segmentation=segmentation,
-        )
-        out = info.output[0]
-        if flip:
-            out = out.flip([d - 3 for d in flip])
-        return out.float().cpu().numpy(), info
+            yield image, output
 
     on_level = None  # optional callback (level, num_levels), set by the CLI for progress
 

@@ -28,26 +28,31 @@ __all__ = ["heldout_scores", "main"]
 
 
 def heldout_scores(net: torch.nn.Module, episodes: Sequence) -> dict[str, dict[str, float]]:
-    """Family -> ``{"n", "model", "baseline"}`` (Dice for segmentation, PSNR dB otherwise)."""
+    """Family -> ``{"n", "model", "baseline"}`` (Dice for segmentation, PSNR dB otherwise).
+
+    The model's output comes from the array pipeline
+    (:func:`~medverse.inference.pipeline.predict_arrays`, default driver settings): the label
+    map of a segmentation, the output clamped to [0, 1] otherwise; scores from
+    :mod:`medverse.evaluation.metrics`.
+    """
     from medverse.evaluation.metrics import dice, psnr
-    from medverse.inference.driver import InferenceConfig, run_inference
+    from medverse.inference.driver import InferenceConfig
+    from medverse.inference.pipeline import ModelInputs, predict_arrays
 
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     net.eval()
     for episode in episodes:
-        target = torch.as_tensor(np.asarray(episode.target))[None]
-        context_in = torch.as_tensor(np.asarray(episode.context_in))[None]
-        context_out = torch.as_tensor(np.asarray(episode.context_out))[None]
-        reference = np.asarray(episode.target_reference, dtype=np.float32)
-        with torch.no_grad():
-            output = run_inference(net, target, context_in, context_out, InferenceConfig())
-        output = output.output[0, 0].float().numpy()
-        reference = reference[0]
-        if episode.family == "segmentation":
+        segmentation = episode.family == "segmentation"
+        inputs = ModelInputs.from_normalised(
+            episode.target, episode.context_in, episode.context_out, segmentation=segmentation
+        )
+        output = predict_arrays(net, inputs, InferenceConfig()).array
+        reference = np.asarray(episode.target_reference, dtype=np.float32)[0]
+        if segmentation:
             model = dice(output, reference)
             baseline = dice(np.asarray(episode.context_out)[:, 0].mean(axis=0), reference)
         else:
-            model = psnr(np.clip(output, 0.0, 1.0), reference, 1.0)
+            model = psnr(output, reference, 1.0)
             baseline = psnr(np.asarray(episode.target)[0], reference, 1.0)
         if not (math.isnan(model) or math.isnan(baseline)):
             scores[episode.family]["model"].append(model)

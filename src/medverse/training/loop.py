@@ -682,11 +682,11 @@ def validate(
 ) -> dict[str, float]:
     """Score held-out episodes with the full coarse-to-fine inference driver.
 
-    Each episode's whole target is predicted with
-    :func:`~medverse.inference.driver.run_inference` (every level, sliding windows), as a user
-    would run it, and scored by :mod:`medverse.evaluation.metrics`. Segmentation: Dice of
-    ``output > 0.5`` vs the mask; transformation/enhancement: PSNR and SSIM of the output
-    clamped to [0, 1] (data range 1).
+    Each episode's whole target is predicted through the array pipeline
+    (:func:`~medverse.inference.pipeline.predict_arrays`: every level, sliding windows), as a
+    user would run it, and scored by :mod:`medverse.evaluation.metrics`. Segmentation: Dice of
+    the label map (``output > 0.5``) vs the mask; transformation/enhancement: PSNR and SSIM of
+    the output clamped to [0, 1] (data range 1).
 
     Args:
         model: the network (DDP wrapper accepted).
@@ -700,12 +700,12 @@ def validate(
         ``dice_<task>``/``psnr_<task>`` per task.
     """
     from medverse.evaluation.metrics import dice, psnr, ssim
-    from medverse.inference.driver import InferenceConfig, run_inference
+    from medverse.inference.driver import InferenceConfig
+    from medverse.inference.pipeline import ModelInputs, predict_arrays
 
     net = unwrap(model)
     was_training = net.training
     net.eval()
-    device = next(net.parameters()).device
     # the driver applies the precision to its network calls (an autocast around it would be
     # overridden there)
     precision = "fp32" if autocast_dtype is None else "bf16"
@@ -716,20 +716,23 @@ def validate(
     ssims: list[float] = []
     try:
         for episode in episodes:
-            target = torch.as_tensor(np.asarray(episode.target))[None].to(device)
-            context_in = torch.as_tensor(np.asarray(episode.context_in))[None].to(device)
-            context_out = torch.as_tensor(np.asarray(episode.context_out))[None].to(device)
-            reference = torch.as_tensor(np.asarray(episode.target_reference))[None].float()
-            output = run_inference(net, target, context_in, context_out, settings).output
-            output = _volume(output.float().cpu())
-            reference = _volume(reference)
-            if episode.family == "segmentation":
+            segmentation = episode.family == "segmentation"
+            inputs = ModelInputs.from_normalised(
+                episode.target,
+                episode.context_in,
+                episode.context_out,
+                segmentation=segmentation,
+            )
+            # the label map (segmentation) or the output clamped to [0, 1]
+            output = predict_arrays(net, inputs, settings).array
+            reference = np.asarray(episode.target_reference, dtype=np.float32)
+            reference = reference.reshape(reference.shape[-3:])
+            if segmentation:
                 score = dice(output, reference)
                 if not math.isnan(score):
                     dices.append(score)
                     per_task.setdefault(f"dice_{episode.task}", []).append(score)
                 continue
-            output = output.clamp(0, 1)
             value = psnr(output, reference, data_range=1.0)
             psnrs.append(value)
             # MONAI's dense SSIMMetric (use_monai): the numbers validation has always logged; the
