@@ -31,7 +31,8 @@ import numpy as np
 from scipy import ndimage
 
 from medverse.evaluation.kit import KitConfig, build_kit
-from medverse.io.context import ContextPair, align_pair
+from medverse.io.alignment import align_pair
+from medverse.io.context import ContextPair
 from medverse.io.volume import Volume
 from medverse.registration import RegistrationCache, register
 

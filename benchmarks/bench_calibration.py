@@ -18,7 +18,7 @@ import time, json, numpy as np, torch
 torch.set_num_threads({threads})
 from medverse.checkpoint.registry import get_spec, load_model
 from medverse.inference.predictor import Predictor
-from medverse.io.context_set import Context, ContextPair
+from medverse.io.context import Context, ContextPair
 from medverse.io.volume import Volume
 spec = get_spec({model!r})
 net = load_model({model!r}, pretrained=spec.weights is not None)

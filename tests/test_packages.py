@@ -57,6 +57,6 @@ def test_every_public_name_resolves_to_its_module(package: str) -> None:
 
 def test_submodules_stay_reachable_as_attributes_and_unknown_names_fail() -> None:
     io = importlib.import_module("medverse.io")
-    assert io.context_set is importlib.import_module("medverse.io.context_set")
+    assert io.alignment is importlib.import_module("medverse.io.alignment")
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         _ = io.not_a_name

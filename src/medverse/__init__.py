@@ -30,7 +30,7 @@ _LAZY = {
     "list_models": "medverse.checkpoint.registry",
     "Predictor": "medverse.inference.predictor",
     "Prediction": "medverse.inference.predictor",
-    "Context": "medverse.io.context_set",
+    "Context": "medverse.io.context",
 }
 
 

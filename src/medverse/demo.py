@@ -243,7 +243,7 @@ def run_demo(
     from medverse.files import atomic_write_bytes, atomic_write_text
     from medverse.inference.driver import InferenceConfig
     from medverse.inference.predictor import Predictor
-    from medverse.io.context_set import Context
+    from medverse.io.context import Context
 
     config = config or DemoConfig()
     root = Path(out_dir)

@@ -1,7 +1,7 @@
 """Register one volume onto another (affine or deformable) and warp arrays with the result.
 
 One module for every registration in medverse: context alignment (``--align affine`` /
-``deformable`` in :mod:`medverse.io.context`) and the multi-atlas baselines
+``deformable`` in :mod:`medverse.io.alignment`) and the multi-atlas baselines
 (:mod:`medverse.evaluation.baselines`).
 
 Two engines:

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from medverse.inference.calibration import fit_calibration, mean_bounds, relative_bounds
+from medverse.inference.calibration import (
+    fit_calibration,
+    mean_bounds,
+    output_range,
+    relative_bounds,
+)
 from medverse.inference.predictor import Predictor
-from medverse.io.context import normalize_intensity
-from medverse.io.context_set import Context
+from medverse.intensity import normalize_intensity
+from medverse.io.context import Context
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 
@@ -113,3 +118,20 @@ def test_model_method_calibrates_image_tasks_only() -> None:
         target, contexts, masks, spacing=(1, 1, 1), task_family="segmentation"
     )
     assert np.array_equal(seg, seg_plain)  # segmentation is never calibrated
+
+
+def test_output_range_carries_the_contexts_relative_range_over() -> None:
+    rng = np.random.default_rng(0)
+    clean = [rng.uniform(0.0, 1.0, (8, 8, 8)) for _ in range(3)]
+    noisy = [c + rng.normal(0.0, 0.1, c.shape) for c in clean]
+    target_clean = rng.uniform(0.0, 1.0, (8, 8, 8)) * 500.0
+    target = target_clean + rng.normal(0.0, 50.0, target_clean.shape)
+    low, high = output_range(target, noisy, clean)
+    # denoising: the output range is narrower than the noisy target's, close to the clean one's
+    assert target.min() < low and high < target.max()
+    assert abs(low - target_clean.min()) < 40 and abs(high - target_clean.max()) < 40
+    # identical ranges (skull stripping, bias correction of normalised images) keep the range
+    assert output_range(target, clean, clean) == pytest.approx((target.min(), target.max()))
+    # outputs twice as bright as their inputs: twice the target's range
+    low, high = output_range(np.array([0.0, 3.0]), clean, [2 * c for c in clean])
+    assert (low, high) == pytest.approx((0.0, 6.0), abs=0.05)

@@ -23,7 +23,7 @@ from medverse.inference.pipeline import (
     run_model,
 )
 from medverse.inference.pyramid import plan_levels
-from medverse.io.context import normalize_intensity
+from medverse.intensity import normalize_intensity
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 

@@ -14,7 +14,7 @@ from medverse.errors import RegistrationError
 from medverse.inference.driver import InferenceConfig
 from medverse.inference.pipeline import ModelInputs, ensemble_draws, predict_arrays
 from medverse.inference.predictor import Predictor
-from medverse.io.context_set import Context
+from medverse.io.context import Context
 from medverse.io.volume import read_volume
 from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet

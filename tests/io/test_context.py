@@ -1,68 +1,59 @@
-"""Tests for medverse.io.context: context pairs, intensity normalisation and grid alignment."""
+"""Tests for medverse.io.context: ContextPair (one example), Context (the set of one query) and its
+task guessing."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from scipy import ndimage
 
 from medverse.errors import InputError
-from medverse.inference.calibration import output_range
-from medverse.io import (
-    ContextPair,
-    Volume,
-    align_pair,
-    align_to_target,
-    normalize_intensity,
-    write_volume,
+from medverse.io import ContextPair, Volume, write_volume
+from medverse.io.context import (
+    Context,
+    dataset_label_names,
+    looks_like_labels,
+    swapped_pair,
 )
 
-# Target: 40^3 voxels of 1 mm covering world [-0.5, 39.5] mm on each axis.
-TARGET_SHAPE = (40, 40, 40)
-TARGET_AFFINE = np.eye(4)
-CENTRE = (19.5, 19.5, 19.5)
+SHAPE = (8, 8, 8)
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(SHAPE).astype(np.float32)
+
+
+def _mask(*values: int) -> np.ndarray:
+    """A cube of each label value in turn along the first axis; zero elsewhere."""
+    mask = np.zeros(SHAPE, dtype=np.float32)
+    for i, value in enumerate(values):
+        mask[2 * i : 2 * i + 2, 2:6, 2:6] = value
+    return mask
+
+
+def _pair(output: np.ndarray, kind: str = "label", seed: int = 0) -> ContextPair:
+    return ContextPair(
+        Volume(_image(seed), AFFINE, name=f"image_{seed}"),
+        Volume(output, AFFINE, name=f"output_{seed}", kind=kind),
+        output_kind=kind,
+    )
+
+
+def _write(folder: Path, name: str, array: np.ndarray) -> Path:
+    path = folder / name
+    write_volume(path, array, AFFINE)
+    return path
 
 
 def _affine(diagonal: tuple[float, float, float], origin: tuple[float, float, float]) -> np.ndarray:
     affine = np.diag([*diagonal, 1.0])
     affine[:3, 3] = origin
     return affine
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
-
-
-# Coarser, anisotropic, LPS-flipped grids over (about) the same world extent as the target.
-COARSE_GRIDS = {
-    # 2 mm voxels, centres 0.5, 2.5, ..., 38.5: exactly the target's extent.
-    "2mm": ((20, 20, 20), _affine((2.0, 2.0, 2.0), (0.5, 0.5, 0.5))),
-    # anisotropic and flipped in x and y (LPS): x centres 38.5 ... 0.5
-    "aniso-lps": ((20, 27, 16), _affine((-2.0, -1.5, 2.5), (38.5, 39.25, 0.75))),
-}
-
-
-@pytest.fixture
-def target(make_blob: Callable[..., np.ndarray]) -> Volume:
-    return Volume(
-        make_blob(TARGET_SHAPE, TARGET_AFFINE, CENTRE, 6.0), TARGET_AFFINE, name="target.nii.gz"
-    )
-
-
-def _pair(
-    shape: tuple[int, int, int],
-    affine: np.ndarray,
-    make_blob: Callable[..., np.ndarray],
-    make_sphere: Callable[..., np.ndarray],
-) -> ContextPair:
-    image = Volume(make_blob(shape, affine, CENTRE, 6.0), affine, name="a.nii.gz")
-    mask = make_sphere(shape, affine, CENTRE, 10.0)
-    return ContextPair(image, Volume(mask, affine, name="a_seg.nii.gz", kind="label"))
 
 
 # ------------------------------------------------------------------------------ ContextPair
@@ -140,288 +131,299 @@ def test_constant_output_image_is_refused(tmp_path: Path) -> None:
         ContextPair.from_files(tmp_path / "t1.nii.gz", tmp_path / "t2.nii.gz", output_kind="mask")
 
 
-# ---------------------------------------------------------------------- normalize_intensity
+# ----------------------------------------------------------------------- looks_like_labels
 
 
-def test_normalize_min_max() -> None:
-    array = np.array([[-1000.0, 0.0], [500.0, 1000.0]])
-    result = normalize_intensity(array)
-    assert result.dtype == np.float32
-    np.testing.assert_allclose(result, [[0.0, 0.5], [0.75, 1.0]], atol=1e-7)
-    assert array[0, 0] == -1000.0  # input untouched
-    np.testing.assert_allclose(normalize_intensity(torch.tensor(array)), result)
+def test_looks_like_labels() -> None:
+    assert looks_like_labels(_mask(1, 2, 3))
+    assert looks_like_labels(np.arange(128.0))  # 127 labels + background
+    assert not looks_like_labels(np.arange(129.0))  # 128 labels: an integer image
+    assert not looks_like_labels(_mask(1) + 0.5)  # not integer valued
+    assert not looks_like_labels(_mask(1) - 1.0)  # negative values
+    assert not looks_like_labels(np.zeros((0, 4, 4)))
 
 
-def test_normalize_clips_percentiles_first() -> None:
-    array = np.arange(101, dtype=np.float64)
-    array[100] = 1e6  # one hot outlier
-    assert normalize_intensity(array)[50] < 1e-4  # the outlier squashes everything
-    clipped = normalize_intensity(array, clip_percentiles=(0.0, 99.0))
-    assert clipped[50] == pytest.approx(50 / 99, abs=1e-6)
-    assert clipped[100] == 1.0 and clipped[0] == 0.0
+# ---------------------------------------------------------------------------- swapped_pair
 
 
-def test_normalize_constant_gives_zeros_not_nan() -> None:
-    result = normalize_intensity(np.full((3, 3, 3), 5.0))
-    np.testing.assert_array_equal(result, np.zeros((3, 3, 3), np.float32))
+def test_swapped_pair_counts_the_values_of_an_integer_image_beside_a_continuous_output() -> None:
+    assert swapped_pair(_mask(1, 2), _image()) == 3  # 0, 1, 2
+    assert swapped_pair(_image(), _mask(1, 2)) == 0  # the right order
+    assert swapped_pair(_mask(1, 2), _mask(1)) == 0  # both integer: nothing to say
+    assert swapped_pair(np.arange(18.0), np.linspace(0, 1, 18)) == 0  # 18 values: an image
+    assert swapped_pair(np.arange(17.0), np.linspace(0, 1, 17)) == 17
+    assert swapped_pair(np.zeros(0), np.zeros(0)) == 0
 
 
-@pytest.mark.parametrize("percentiles", [(99.5, 0.5), (-1.0, 50.0), (0.0, 101.0), (1.0,)])
-def test_normalize_refuses_bad_percentiles(percentiles: tuple[float, ...]) -> None:
-    with pytest.raises(InputError, match="clip_percentiles"):
-        normalize_intensity(np.arange(10.0), clip_percentiles=percentiles)  # type: ignore[arg-type]
+# --------------------------------------------------------------------- dataset_label_names
 
 
-def test_normalize_refuses_nan() -> None:
-    with pytest.raises(InputError, match="'ct': expected finite values, got 1 NaN"):
-        normalize_intensity(np.array([0.0, np.nan, 1.0]), name="ct")
+def test_dataset_label_names_reads_v1_and_v2_and_skips_regions() -> None:
+    v2 = {"labels": {"liver": 2, "background": 0, "region": [1, 2], "flag": True}}
+    assert dataset_label_names(v2) == {0: "background", 2: "liver"}
+    assert list(dataset_label_names(v2)) == [0, 2]  # sorted by value
+    v1 = {"labels": {"1": "liver", "0": "background", "x": "ignored"}}
+    assert dataset_label_names(v1) == {0: "background", 1: "liver"}
+    assert dataset_label_names({}) == {}
+    assert dataset_label_names({"labels": ["background", "liver"]}) == {}
 
 
-# ------------------------------------------------------------------------- physical mode
+# ---------------------------------------------------------------------------------- Context
 
 
-@pytest.mark.parametrize("grid", sorted(COARSE_GRIDS))
-def test_physical_resampling_recovers_target_content(
-    grid: str,
-    target: Volume,
-    make_blob: Callable[..., np.ndarray],
-    make_sphere: Callable[..., np.ndarray],
+def test_context_needs_a_pair() -> None:
+    with pytest.raises(InputError, match="no context pairs given.*--context IMAGE OUTPUT"):
+        Context([])
+
+
+def test_context_refuses_an_unknown_task_listing_the_choices() -> None:
+    with pytest.raises(InputError, match="task must be one of 'segmentation', 'image'; got 'auto'"):
+        Context([_pair(_mask(1))], task="auto")
+    with pytest.raises(ValueError, match="'segmentaton'"):  # InputError is a ValueError
+        Context([_pair(_mask(1))], task="segmentaton")
+
+
+def test_context_collects_the_labels_of_every_output() -> None:
+    context = Context([_pair(_mask(3), seed=0), _pair(_mask(1, 5), seed=1)])
+    assert context.labels == (1, 3, 5)
+    assert len(context) == 2
+    assert [pair.image.name for pair in context] == ["image_0", "image_1"]
+
+
+def test_context_keeps_given_labels_and_finds_none_for_images() -> None:
+    assert Context([_pair(_mask(1, 2))], labels=(2,)).labels == (2,)
+    image = Context([_pair(_image(5), kind="image")], task="image")
+    assert image.labels == ()
+
+
+def test_subset_keeps_task_labels_and_a_copy_of_the_names() -> None:
+    pairs = [_pair(_mask(1), seed=0), _pair(_mask(1, 2), seed=1), _pair(_mask(2), seed=2)]
+    context = Context(pairs, label_names={1: "liver", 2: "tumour"})
+    subset = context.subset([2, 0])
+    assert [pair.image.name for pair in subset] == ["image_2", "image_0"]
+    assert subset.task == "segmentation"
+    assert subset.labels == (1, 2)  # pair 2 holds label 2, pair 0 label 1
+    subset.label_names[1] = "changed"
+    assert context.label_names == {1: "liver", 2: "tumour"}
+
+
+def test_subset_drops_the_labels_and_names_its_pairs_do_not_hold() -> None:
+    pairs = [_pair(_mask(1), seed=0), _pair(_mask(1, 2), seed=1), _pair(_mask(2), seed=2)]
+    names = {0: "background", 1: "liver", 2: "tumour", 7: "unused"}
+    context = Context(pairs, label_names=names)
+    only_liver = context.subset([0])
+    assert only_liver.labels == (1,)
+    # the name of the dropped label goes; background and names that were never labels stay
+    assert only_liver.label_names == {0: "background", 1: "liver", 7: "unused"}
+    assert context.subset([2, 1]).label_names == names
+    assert context.label_names == names and context.labels == (1, 2)
+
+
+def test_subset_keeps_a_given_label_restriction() -> None:
+    pairs = [_pair(_mask(1), seed=0), _pair(_mask(1, 2), seed=1)]
+    context = Context(pairs, labels=(2,), label_names={1: "liver", 2: "tumour"})
+    assert context.subset([1]).labels == (2,)  # label 1 is in the pair but was not asked for
+    with pytest.raises(InputError, match=r"hold none of the labels \(2,\)"):
+        context.subset([0])
+
+
+def test_subset_of_an_image_task_keeps_no_labels() -> None:
+    context = Context([_pair(_image(5), "image", 0), _pair(_image(6), "image", 1)], task="image")
+    subset = context.subset([1])
+    assert subset.task == "image" and subset.labels == () and subset.label_names == {}
+    assert [pair.image.name for pair in subset] == ["image_1"]
+
+
+# ------------------------------------------------------------------------------- from_files
+
+
+def test_from_files_detects_the_task(tmp_path: Path) -> None:
+    image = _write(tmp_path, "img.nii.gz", _image())
+    mask = _write(tmp_path, "mask.nii.gz", _mask(1, 2))
+    smooth = _write(tmp_path, "smooth.nii.gz", _image(1) * 2.0 + 0.5)
+
+    segmentation = Context.from_files([(image, mask)])
+    assert segmentation.task == "segmentation" and segmentation.labels == (1, 2)
+    assert segmentation.pairs[0].output.kind == "label"
+    assert segmentation.pairs[0].output_kind == "label"
+
+    # one continuous output makes the whole set an image task
+    mixed = Context.from_files([(image, mask), (image, smooth)])
+    assert mixed.task == "image" and mixed.labels == ()
+    assert {pair.output.kind for pair in mixed} == {"image"}
+
+    forced = Context.from_files([(image, mask)], task="image")
+    assert forced.task == "image" and forced.pairs[0].output_kind == "image"
+
+
+def test_from_files_does_not_modify_the_volumes_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shape, affine = COARSE_GRIDS[grid]
-    pair = _pair(shape, affine, make_blob, make_sphere)
-    truth_mask = make_sphere(TARGET_SHAPE, TARGET_AFFINE, CENTRE, 10.0)
-
-    image, mask, description = align_pair(pair, target)
-
-    assert image.shape == mask.shape == TARGET_SHAPE
-    assert image.dtype == mask.dtype == np.float32
-    # Trilinear interpolation of a sigma-6 mm Gaussian sampled every h <= 2.5 mm errs by at most
-    # sum over axes of h^2/8 max|f''| = (2^2 + 1.5^2 + 2.5^2)/8/36 = 0.043 (measured 0.035);
-    # a 1 mm misplacement would give ~0.1 (max gradient exp(-1/2)/6 per mm).
-    assert np.abs(image - target.array).max() < 0.045
-    assert _dice(mask, truth_mask) > 0.9
-    assert set(np.unique(mask)) <= {0.0, 1.0}  # nearest neighbour keeps masks binary
-    assert description.startswith("context 'a.nii.gz': resampled from")
-    assert "to target grid (40,40,40) 1.0 mm (physical)" in description
-    assert "covers" not in description
+    """The volumes a reader hands over (a cache, a caller's own) keep their kind: the context
+    holds label copies of the outputs, not the same objects relabelled."""
+    given = {
+        "img.nii.gz": Volume(_image(), AFFINE, name="img"),
+        "mask.nii.gz": Volume(_mask(1, 2), AFFINE, name="mask"),
+    }
+    monkeypatch.setattr("medverse.io.context.read_volume", lambda path: given[Path(path).name])
+    context = Context.from_files([(tmp_path / "img.nii.gz", tmp_path / "mask.nii.gz")])
+    assert context.task == "segmentation" and context.pairs[0].output.kind == "label"
+    assert given["mask.nii.gz"].kind == "image" and given["img.nii.gz"].kind == "image"
+    output = context.pairs[0].output
+    assert output is not given["mask.nii.gz"] and output.name == "mask"
+    np.testing.assert_array_equal(output.array, given["mask.nii.gz"].array)
+    np.testing.assert_array_equal(output.affine, AFFINE)
+    assert context.pairs[0].image is given["img.nii.gz"]  # images are not changed, not copied
 
 
-def test_description_format(
-    make_blob: Callable[..., np.ndarray], make_sphere: Callable[..., np.ndarray]
-) -> None:
-    shape, affine = COARSE_GRIDS["2mm"]
-    pair = _pair(shape, affine, make_blob, make_sphere)
-    target = Volume(np.ones((40, 40, 20)), _affine((1.0, 1.0, 2.0), (0.0, 0.0, 0.5)))
-    _, _, description = align_pair(pair, target)
-    assert description == (
-        "context 'a.nii.gz': resampled from (20,20,20) 2.0 mm to target grid (40,40,20) "
-        "1x1x2 mm (physical)"
-    )
+def test_from_files_refuses_a_bad_task_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="task must be one of 'auto', 'segmentation', 'image'"):
+        Context.from_files([(tmp_path / "missing.nii.gz", tmp_path / "gone.nii.gz")], task="seg")
 
 
-def test_flipped_orientation_is_undone_exactly(rng: np.random.Generator) -> None:
-    data = rng.random((20, 24, 16)).astype(np.float32)
-    affine_ras = _affine((1.2, 0.9, 2.0), (-10.0, 5.0, 30.0))
-    target = Volume(data, affine_ras, name="target")
-    # The same voxels stored with x and y reversed: index i' = n - 1 - i.
-    flip = np.array([[-1, 0, 0, 19], [0, -1, 0, 23], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
-    context = Volume(data[::-1, ::-1, :].copy(), affine_ras @ flip, name="lps")
-    assert context.orientation == ("L", "P", "S") and target.orientation == ("R", "A", "S")
-
-    for interpolation in ("linear", "nearest"):
-        aligned = align_to_target(context, target, interpolation=interpolation)
-        np.testing.assert_allclose(aligned, data, atol=1e-5)
-    np.testing.assert_allclose(align_to_target(context, target, mode="fov"), data, atol=1e-6)
+def test_from_files_refuses_a_pair_that_is_not_two_paths(tmp_path: Path) -> None:
+    image = _write(tmp_path, "img.nii.gz", _image())
+    with pytest.raises(InputError, match="context 1: expected IMAGE OUTPUT, got"):
+        Context.from_files([(image, image, image)])  # type: ignore[list-item]
 
 
-def test_masks_stay_binary_images_do_not(
-    make_blob: Callable[..., np.ndarray], make_sphere: Callable[..., np.ndarray]
-) -> None:
-    affine = _affine((1.7, 1.3, 2.9), (0.3, 0.1, 0.9))
-    pair = _pair((23, 30, 14), affine, make_blob, make_sphere)
-    target = Volume(np.ones((40, 40, 40)), TARGET_AFFINE)
-    image, mask, _ = align_pair(pair, target)
-    assert set(np.unique(mask)) == {0.0, 1.0}
-    assert len(np.unique(image)) > 100
-    # align_to_target picks nearest for a label volume by default, linear when asked
-    assert set(np.unique(align_to_target(pair.output, target))) == {0.0, 1.0}
-    assert len(np.unique(align_to_target(pair.output, target, interpolation="linear"))) > 2
-    # an output image (not a label) is interpolated linearly
-    _, output, _ = align_pair(pair, target, output_kind="image")
-    assert len(np.unique(output)) > 2
+def test_from_files_names_an_option_taken_for_the_output(tmp_path: Path) -> None:
+    image = _write(tmp_path, "img.nii.gz", _image())
+    with pytest.raises(InputError, match=r"'img.nii.gz' has no OUTPUT .*'--task'"):
+        Context.from_files([("img.nii.gz", "--task")])
+    assert image.is_file()
 
 
-def test_same_grid_returns_arrays_untouched(
-    target: Volume, make_sphere: Callable[..., np.ndarray]
-) -> None:
-    mask = make_sphere(TARGET_SHAPE, TARGET_AFFINE, CENTRE, 10.0)
-    pair = ContextPair(target, Volume(mask, TARGET_AFFINE, name="m", kind="label"))
-    for mode in ("physical", "fov"):
-        image, output, description = align_pair(pair, target, mode=mode)
-        assert image is pair.image.array and output is pair.output.array
-        expected = {
-            "physical": "already on the target grid (40,40,40) 1.0 mm; not resampled",
-            "fov": "same shape (40,40,40) and orientation RAS as the target; not resized (fov)",
-        }[mode]
-        assert description == f"context 'target.nii.gz': {expected}"
-        assert align_to_target(pair.image, target, mode=mode) is pair.image.array
-
-
-def test_voxels_outside_the_context_are_zero(rng: np.random.Generator) -> None:
-    data = rng.random((20, 40, 40)).astype(np.float32) + 1.0
-    context = Volume(data, TARGET_AFFINE, name="half")  # covers x in [-0.5, 19.5]
-    mask = Volume((data > 1.5).astype(np.float32), TARGET_AFFINE, name="half_seg", kind="label")
-    target = Volume(rng.random(TARGET_SHAPE), TARGET_AFFINE, name="t")
-
-    image, output, description = align_pair(ContextPair(context, mask), target)
-
-    np.testing.assert_allclose(image[:20], data, atol=1e-6)
-    assert np.all(image[20:] == 0) and np.all(output[20:] == 0)
-    assert "it covers 50% of the target, the rest is 0" in description
-
-
-def test_edge_voxels_within_half_a_voxel_take_the_edge_value() -> None:
-    context = Volume(np.ones((20, 20, 20)), _affine((2.0, 2.0, 2.0), (0.5, 0.5, 0.5)), name="c")
-    target = Volume(np.ones((40, 40, 40)), TARGET_AFFINE)
-    aligned = align_to_target(context, target)
-    assert np.all(aligned == 1.0)  # target centres 0 and 39 mm lie inside the outer 2 mm voxels
-
-
-def test_no_overlap_is_an_error_naming_both(rng: np.random.Generator) -> None:
-    context = Volume(rng.random((10, 10, 10)), _affine((1, 1, 1), (500, 0, 0)), name="far")
-    target = Volume(rng.random((10, 10, 10)), np.eye(4), name="here")
-    with pytest.raises(InputError, match="does not overlap") as info:
-        align_to_target(context, target)
+def test_from_files_refuses_a_swapped_pair_when_guessing(tmp_path: Path) -> None:
+    mask = _write(tmp_path, "mask.nii.gz", _mask(1, 2))
+    image = _write(tmp_path, "img.nii.gz", _image())
+    with pytest.raises(InputError) as info:
+        Context.from_files([(mask, image)])
     message = str(info.value)
-    assert "'far'" in message and "'here'" in message and "mode='fov'" in message
+    assert "holds 3 integer values" in message and "looks swapped" in message
+    assert "mask.nii.gz" in message and "img.nii.gz" in message
+    assert "--task image" in message
 
 
-# ------------------------------------------------------------------------------ fov mode
-
-
-def test_fov_mode_ignores_spacing_and_origin_but_reorients(
-    target: Volume, make_blob: Callable[..., np.ndarray], make_sphere: Callable[..., np.ndarray]
+def test_from_files_only_warns_about_a_swapped_pair_for_a_given_task(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Sample the target scene on a 2 mm grid, then store it flipped in x and with x and z
-    # swapped, under an affine with the right axis directions but wrong spacing and origin.
-    shape, affine = COARSE_GRIDS["2mm"]
-    blob = make_blob(shape, affine, CENTRE, 6.0)
-    sphere = make_sphere(shape, affine, CENTRE, 10.0)
-    stored_image = blob[::-1].transpose(2, 1, 0).copy()
-    stored_mask = sphere[::-1].transpose(2, 1, 0).copy()
-    # stored axis 0 → world +z, axis 1 → +y, axis 2 → -x; spacing 3 mm, far away
-    bogus = np.array([[0, 0, -3, 900], [0, 3, 0, 900], [3, 0, 0, 900], [0, 0, 0, 1]], float)
-    pair = ContextPair(
-        Volume(stored_image, bogus, name="far.nii.gz"),
-        Volume(stored_mask, bogus, name="far_seg.nii.gz", kind="label"),
+    mask = _write(tmp_path, "mask.nii.gz", _mask(1, 2))
+    image = _write(tmp_path, "img.nii.gz", _image())
+    with caplog.at_level(logging.WARNING, logger="medverse.io.context"):
+        context = Context.from_files([(mask, image)], task="image")
+    assert context.task == "image"
+    assert any("looks swapped" in record.getMessage() for record in caplog.records)
+
+
+# ------------------------------------------------------------------------------ from_nnunet
+
+
+def _nnunet(root: Path, cases: dict[str, np.ndarray], channels: int = 1) -> Path:
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+    for i, (case, mask) in enumerate(cases.items()):
+        for channel in range(channels):
+            _write(root / "imagesTr", f"{case}_{channel:04d}.nii.gz", _image(10 * i + channel))
+        _write(root / "labelsTr", f"{case}.nii.gz", mask)
+    return root
+
+
+def test_from_nnunet_reads_every_case_in_order_with_the_chosen_channel(tmp_path: Path) -> None:
+    root = _nnunet(tmp_path, {"b": _mask(2), "a": _mask(1)}, channels=2)
+    context = Context.from_nnunet(root, channel=1)
+    assert [pair.image.path.name for pair in context] == ["a_0001.nii.gz", "b_0001.nii.gz"]
+    np.testing.assert_allclose(context.pairs[0].image.array, _image(11), rtol=1e-6)
+    assert context.task == "segmentation" and context.labels == (1, 2)
+    assert context.label_names == {}
+
+
+def test_from_nnunet_honours_the_file_ending(tmp_path: Path) -> None:
+    root = tmp_path / "dataset"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    write_volume(root / "imagesTr" / "a_0000.nii", _image(), AFFINE)
+    write_volume(root / "labelsTr" / "a.nii", _mask(1), AFFINE)
+    (root / "dataset.json").write_text(json.dumps({"file_ending": ".nii"}))
+    assert len(Context.from_nnunet(root)) == 1
+
+
+def test_from_nnunet_errors_name_the_folder_or_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="expected an nnU-Net raw folder with imagesTr/"):
+        Context.from_nnunet(tmp_path)
+
+    root = _nnunet(tmp_path / "empty", {})
+    with pytest.raises(InputError, match=r"labelsTr': no label files ending in \.nii\.gz"):
+        Context.from_nnunet(root)
+
+    root = _nnunet(tmp_path / "unmatched", {"a": _mask(1)})
+    (root / "imagesTr" / "a_0000.nii.gz").rename(root / "imagesTr" / "b_0000.nii.gz")
+    with pytest.raises(InputError, match=r"a\.nii\.gz': no matching image .*a_0000\.nii\.gz"):
+        Context.from_nnunet(root)
+
+
+# ---------------------------------------------------------------------------- label names
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"background": 0, "liver": 1, "tumour": 2},  # nnU-Net v2: name -> value
+        {"0": "background", "1": "liver", "2": "tumour"},  # nnU-Net v1: value -> name
+    ],
+)
+def test_from_nnunet_reads_label_names_from_dataset_json(
+    tmp_path: Path, make_sphere: Callable[..., np.ndarray], labels: dict
+) -> None:
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    for folder in ("imagesTr", "labelsTr"):
+        (tmp_path / folder).mkdir()
+    image = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+    mask = make_sphere((16, 16, 16), affine, (15.0, 15.0, 15.0), 8.0)
+    mask += make_sphere((16, 16, 16), affine, (15.0, 15.0, 15.0), 4.0)
+    write_volume(tmp_path / "imagesTr" / "case_0000.nii.gz", image, affine)
+    write_volume(tmp_path / "labelsTr" / "case.nii.gz", mask, affine, dtype="uint8")
+    meta = {"labels": {**labels, "region": [1, 2]}, "file_ending": ".nii.gz"}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+
+    context = Context.from_nnunet(tmp_path)
+
+    assert context.labels == (1, 2)
+    assert context.label_names == {0: "background", 1: "liver", 2: "tumour"}
+    assert context.subset([0]).label_names == context.label_names
+
+
+def test_label_names_are_kept_for_segmentation_only(
+    tmp_path: Path, make_sphere: Callable[..., np.ndarray]
+) -> None:
+    affine = np.eye(4)
+    image = np.random.default_rng(0).random((12, 12, 12)).astype(np.float32)
+    write_volume(tmp_path / "img.nii.gz", image, affine)
+    write_volume(tmp_path / "out.nii.gz", image * 2.0 + 0.5, affine)
+    write_volume(
+        tmp_path / "seg.nii.gz", make_sphere((12, 12, 12), affine, (6.0, 6.0, 6.0), 4.0), affine
     )
-    with pytest.raises(InputError, match="does not overlap"):
-        align_pair(pair, target, mode="physical")
-
-    image, mask, description = align_pair(pair, target, mode="fov")
-
-    assert np.abs(image - target.array).max() < 0.045  # as in the physical test
-    truth = make_sphere(TARGET_SHAPE, TARGET_AFFINE, CENTRE, 10.0)
-    assert _dice(mask, truth) > 0.9
-    assert set(np.unique(mask)) <= {0.0, 1.0}
-    assert "voxel for voxel after reorienting SAL to RAS (fov" in description
-
-
-# ---------------------------------------------------------------------------- affine mode
-
-
-def _scene(
-    size: int, shift: tuple[float, float, float] = (0.0, 0.0, 0.0), scale: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth 'body' with two inner structures on a zero background; returns (image, organ)."""
-    grid = np.indices((size,) * 3).astype(np.float32) - (size - 1) / 2
-    grid = [(grid[axis] - shift[axis]) / scale for axis in range(3)]
-
-    def ellipsoid(centre: tuple[float, ...], radii: tuple[float, ...]) -> np.ndarray:
-        return sum(((grid[a] - centre[a] * size) / (radii[a] * size)) ** 2 for a in range(3)) <= 1
-
-    body = ellipsoid((0, 0, 0), (0.32, 0.27, 0.3))
-    organ = ellipsoid((0.1, -0.06, 0.04), (0.1, 0.12, 0.09))
-    other = ellipsoid((-0.12, 0.08, -0.05), (0.07, 0.06, 0.1))
-    image = ndimage.gaussian_filter((0.4 * body + 0.5 * organ + 0.3 * other).astype(np.float32), 1)
-    return image.astype(np.float32), organ.astype(np.float32)
-
-
-@pytest.mark.parametrize("stored", ["same-grid", "lps-flipped"])
-def test_affine_mode_recovers_a_translation_and_scale(stored: str) -> None:
-    size = 40
-    target_image, target_organ = _scene(size)
-    # The context subject is 10 % larger and shifted by (2.4, -1.6, 1.2) mm in the same world
-    # box, so physical resampling cannot help.
-    moved_image, moved_organ = _scene(size, shift=(2.4, -1.6, 1.2), scale=1.1)
-    affine = _affine((1.0, 1.0, 1.0), (-20.0, 30.0, 5.0))
-    target = Volume(target_image, affine, name="target")
-    context_affine = affine
-    if stored == "lps-flipped":  # same world, voxels stored with x and y reversed
-        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-        flip[:2, 3] = size - 1
-        context_affine = affine @ flip
-        moved_image, moved_organ = moved_image[::-1, ::-1].copy(), moved_organ[::-1, ::-1].copy()
-    pair = ContextPair(
-        Volume(moved_image, context_affine, name="ctx.nii.gz"),
-        Volume(moved_organ, context_affine, name="ctx_seg.nii.gz", kind="label"),
+    segmentation = Context.from_files(
+        [(tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz")], label_names={1: "ball"}
     )
-    assert _dice(align_to_target(pair.output, target), target_organ) < 0.6  # physical: poor
-
-    image, mask, description = align_pair(pair, target, mode="affine")
-
-    assert _dice(mask, target_organ) > 0.9
-    assert set(np.unique(mask)) <= {0.0, 1.0}
-    physical = align_to_target(pair.image, target)
-    assert (
-        np.corrcoef(image.ravel(), target_image.ravel())[0, 1]
-        > np.corrcoef(physical.ravel(), target_image.ravel())[0, 1]
+    assert segmentation.task == "segmentation" and segmentation.label_names == {1: "ball"}
+    image_task = Context.from_files(
+        [(tmp_path / "img.nii.gz", tmp_path / "out.nii.gz")], label_names={1: "ball"}
     )
-    assert description.startswith("context 'ctx.nii.gz': registered (rigid+affine, Mattes MI;")
-    assert description.endswith("(affine)") or "(affine);" in description
-    # deterministic: a second run gives bit-identical results
-    image_again, mask_again, _ = align_pair(pair, target, mode="affine")
-    np.testing.assert_array_equal(image, image_again)
-    np.testing.assert_array_equal(mask, mask_again)
+    assert image_task.task == "image" and image_task.label_names == {}
 
 
-# ------------------------------------------------------------------------------- options
+# ------------------------------------------------------------------------------ old paths
 
 
-def test_options_list_the_valid_values(target: Volume) -> None:
-    with pytest.raises(InputError, match="mode must be one of 'physical', 'fov', 'affine'") as info:
-        align_to_target(target, target, mode="phisical")
-    assert "Did you mean 'physical'?" in str(info.value)
-    with pytest.raises(InputError, match="interpolation must be one of 'linear', 'nearest'"):
-        align_to_target(target, target, interpolation="cubic")
-    pair = ContextPair(target, Volume(target.array > 0.5, target.affine, kind="label"))
-    with pytest.raises(InputError, match="output_kind must be one of"):
-        align_pair(pair, target, output_kind="mask")
-    with pytest.raises(InputError, match="mode must be one of"):
-        align_pair(pair, target, mode="rigid")
+def test_old_module_paths_still_import_for_one_release() -> None:
+    import medverse
+    import medverse.intensity
+    import medverse.io.context as context
+    import medverse.io.context_set as old
 
-
-def test_fov_ignores_spacing_when_shape_and_orientation_match(rng: np.random.Generator) -> None:
-    data = rng.random((10, 12, 8)).astype(np.float32)
-    context = Volume(data, _affine((3.0, 3.0, 3.0), (100.0, 0.0, 0.0)), name="c")
-    target = Volume(rng.random((10, 12, 8)), np.eye(4), name="t")
-    assert align_to_target(context, target, mode="fov") is context.array
-    with pytest.raises(InputError, match="does not overlap"):
-        align_to_target(context, target, mode="physical")
-
-
-def test_output_range_carries_the_contexts_relative_range_over() -> None:
-    rng = np.random.default_rng(0)
-    clean = [rng.uniform(0.0, 1.0, (8, 8, 8)) for _ in range(3)]
-    noisy = [c + rng.normal(0.0, 0.1, c.shape) for c in clean]
-    target_clean = rng.uniform(0.0, 1.0, (8, 8, 8)) * 500.0
-    target = target_clean + rng.normal(0.0, 50.0, target_clean.shape)
-    low, high = output_range(target, noisy, clean)
-    # denoising: the output range is narrower than the noisy target's, close to the clean one's
-    assert target.min() < low and high < target.max()
-    assert abs(low - target_clean.min()) < 40 and abs(high - target_clean.max()) < 40
-    # identical ranges (skull stripping, bias correction of normalised images) keep the range
-    assert output_range(target, clean, clean) == pytest.approx((target.min(), target.max()))
-    # outputs twice as bright as their inputs: twice the target's range
-    low, high = output_range(np.array([0.0, 3.0]), clean, [2 * c for c in clean])
-    assert (low, high) == pytest.approx((0.0, 6.0), abs=0.05)
+    assert medverse.Context is Context
+    assert (old.Context, old.TASKS) == (Context, context.TASKS)
+    assert old.dataset_label_names is dataset_label_names
+    assert old.looks_like_labels is looks_like_labels and old.swapped_pair is swapped_pair
+    assert context.normalize_intensity is medverse.intensity.normalize_intensity

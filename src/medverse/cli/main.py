@@ -403,7 +403,7 @@ def predict(
     from medverse.inference.driver import InferenceConfig
     from medverse.inference.guards import target_warnings
     from medverse.inference.predictor import Predictor
-    from medverse.io.context_set import Context
+    from medverse.io.context import Context
     from medverse.io.volume import WRITABLE_EXTENSIONS, read_volume
 
     if cohort:

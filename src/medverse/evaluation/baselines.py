@@ -382,7 +382,7 @@ def joint_label_fusion(
     """
     if _family(task_family) != "segmentation":
         raise InputError("joint_label_fusion applies to segmentation, not image tasks.")
-    from medverse.io.context import normalize_intensity
+    from medverse.intensity import normalize_intensity
     from medverse.registration import _import_ants
 
     target, images, outputs = _check_inputs(

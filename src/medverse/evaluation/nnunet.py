@@ -10,7 +10,7 @@
 
 The protocol (k contexts x n seeded draws, baselines, report) needs the cases of a task on one
 grid. When the cases' grids differ, every case is brought onto the grid of the first case (in
-sorted order; ``reference``) with :func:`medverse.io.context.align_pair`: ``"affine"``
+sorted order; ``reference``) with :func:`medverse.io.alignment.align_pair`: ``"affine"``
 registration (default, as ``medverse predict`` aligns contexts) or ``"physical"`` world
 coordinates; labels are resampled with nearest neighbour. Scores are then computed on that grid.
 Aligned cases are cached in memory per subject.
@@ -163,7 +163,8 @@ class NnunetDataset:
     def _aligned(self, subject_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         if subject_id in self._cache:
             return self._cache[subject_id]
-        from medverse.io.context import ContextPair, align_pair
+        from medverse.io.alignment import align_pair
+        from medverse.io.context import ContextPair
         from medverse.io.volume import read_volume
 
         image_path, output_path = self._paths(subject_id)

@@ -382,7 +382,7 @@ def _context_grid_problem(target: Case, contexts: Sequence[Case]) -> str | None:
             return (
                 f"context subject {case.subject_id!r} grid {np.asarray(case.image).shape} differs "
                 f"from target {target.subject_id!r} grid {np.asarray(target.image).shape}; "
-                "resample the dataset to one grid (medverse.io.context.align_to_target) first."
+                "resample the dataset to one grid (medverse.io.align_to_target) first."
             )
     return None
 

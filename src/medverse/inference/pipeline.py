@@ -8,7 +8,7 @@ training validation (:func:`medverse.training.loop.validate`) and the held-out c
 
 1. :class:`ModelInputs`: the arrays as the network takes them. :meth:`ModelInputs.from_arrays`
    min-max normalises the target and every context image
-   (:func:`~medverse.io.context.normalize_intensity`, optional percentile clipping), turns
+   (:func:`~medverse.intensity.normalize_intensity`, optional percentile clipping), turns
    segmentation outputs into one channel per label (or one ``> 0.5`` mask), normalises image
    outputs and keeps what mapping an image output back needs (the target's intensities and each
    pair's :func:`~medverse.inference.calibration.relative_bounds`).
@@ -26,7 +26,7 @@ training validation (:func:`medverse.training.loop.validate`) and the held-out c
 Scoring is not done here: callers score the returned arrays with
 :mod:`medverse.evaluation.metrics`. Registration-guided segmentation
 (:mod:`medverse.inference.guided`) and the alignment of contexts onto the target grid
-(:mod:`medverse.io.context`) happen before, in the callers.
+(:mod:`medverse.io.alignment`) happen before, in the callers.
 
 Example:
     >>> import torch
@@ -57,7 +57,7 @@ from medverse.inference.calibration import Calibration, image_output, relative_b
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.inference.guided import labels_from_raw
 from medverse.inference.pyramid import LevelPlan
-from medverse.io.context import normalize_intensity
+from medverse.intensity import normalize_intensity
 from medverse.model.network import MedverseNet
 
 __all__ = [
@@ -124,7 +124,7 @@ class ModelInputs:
         """Normalise a target and its ``(image, output)`` context pairs (all on its grid).
 
         Images (and image outputs) are min-max normalised to [0, 1] after optional percentile
-        clipping (:func:`~medverse.io.context.normalize_intensity`). A segmentation output
+        clipping (:func:`~medverse.intensity.normalize_intensity`). A segmentation output
         becomes one channel per value of ``labels`` (``output == label``), or without
         ``labels`` one channel, ``output > 0.5`` (a binary or soft mask).
 

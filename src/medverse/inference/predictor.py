@@ -34,8 +34,8 @@ from medverse.errors import InputError, RegistrationError
 from medverse.inference.driver import InferenceConfig, autocast_dtype
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
 from medverse.inference.pipeline import ModelInputs, ensemble_draws, predict_arrays
-from medverse.io.context import ALIGN_MODES, align_pair
-from medverse.io.context_set import Context
+from medverse.io.alignment import ALIGN_MODES, align_pair
+from medverse.io.context import Context
 from medverse.io.volume import (
     Volume,
     nifti_codes,

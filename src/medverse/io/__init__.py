@@ -1,7 +1,8 @@
-"""File IO and context alignment.
+"""What a user hands over, and bringing it onto the target's grid.
 
-Read and write volumes with their affine (:mod:`medverse.io.volume`), load context pairs,
-normalise intensities and bring contexts onto a target's grid (:mod:`medverse.io.context`).
+Read and write volumes with their affine (:mod:`medverse.io.volume`), hold the context pairs of a
+query (:mod:`medverse.io.context`: ``ContextPair``, ``Context``) and bring them onto a target's
+grid (:mod:`medverse.io.alignment`). ``normalize_intensity`` lives in :mod:`medverse.intensity`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "READABLE_EXTENSIONS",
     "VOLUME_KINDS",
     "WRITABLE_EXTENSIONS",
+    "Context",
     "ContextPair",
     "Volume",
     "align_pair",
@@ -27,13 +29,14 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ALIGN_MODES": "medverse.io.context",
-    "INTERPOLATIONS": "medverse.io.context",
+    "ALIGN_MODES": "medverse.io.alignment",
+    "INTERPOLATIONS": "medverse.io.alignment",
+    "align_pair": "medverse.io.alignment",
+    "align_to_target": "medverse.io.alignment",
     "OUTPUT_KINDS": "medverse.io.context",
+    "Context": "medverse.io.context",
     "ContextPair": "medverse.io.context",
-    "align_pair": "medverse.io.context",
-    "align_to_target": "medverse.io.context",
-    "normalize_intensity": "medverse.io.context",
+    "normalize_intensity": "medverse.intensity",
     "READABLE_EXTENSIONS": "medverse.io.volume",
     "VOLUME_KINDS": "medverse.io.volume",
     "WRITABLE_EXTENSIONS": "medverse.io.volume",

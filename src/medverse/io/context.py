@@ -1,58 +1,35 @@
-"""Context pairs: load an image and its output, normalise intensities, and bring contexts onto the
-target's voxel grid.
+"""Contexts: the in-context examples a user hands over.
 
-The network crops the target and every context at the same window position, so contexts must share
-the target's grid (shape, and for a meaningful result, anatomy). Three ways to get there:
-
-* ``"physical"``: resample in world coordinates using both affines (voxels outside the context's
-  field of view become 0). Correct when the affines are trustworthy.
-* ``"fov"``: field-of-view matching, as the released code effectively does: reorient the context to
-  the target's axis orientation, then resize the whole volume to the target shape voxel for voxel,
-  ignoring spacing and origin.
-* ``"affine"``: register the context image onto the target image (rigid, then affine; Mattes mutual
-  information; deterministic) and resample with that transform. The output (mask) reuses the
-  transform computed from the image.
-* ``"deformable"``: register the context image onto the target (affine, then a deformable
-  registration: ANTs SyN by default) and warp with that transform; the output follows.
-
-Registrations come from :mod:`medverse.registration` (``engine="sitk"`` is the default for
-``"affine"``, ``engine="ants"`` for ``"deformable"``); pass a
-:class:`~medverse.registration.RegistrationCache` to reuse them across calls and runs.
-
-Masks are resampled with nearest neighbour, images linearly.
+A :class:`ContextPair` is one example: an image and its output (a mask, or another image) on one
+grid, which need not be the target's. A :class:`Context` is the set of pairs of one query,
+read from file pairs or an nnU-Net raw folder, with the task (segmentation or image) guessed from
+the outputs, the label values and their names. Nothing here moves a pair onto the target's grid:
+that is :mod:`medverse.io.alignment`.
 
 Example:
     >>> import numpy as np
-    >>> from medverse.io import Volume, ContextPair, align_pair
-    >>> grid = np.indices((30, 30, 30)).astype(np.float32)
-    >>> image = np.exp(-((grid - 15) ** 2).sum(0) / 50)
-    >>> coarse = np.diag([2.0, 2.0, 2.0, 1.0]); coarse[:3, 3] = 0.5
-    >>> pair = ContextPair(
-    ...     Volume(image, coarse, name="a.nii.gz"),
-    ...     Volume((image > 0.5).astype(np.float32), coarse, name="a_seg.nii.gz", kind="label"),
-    ... )
-    >>> target = Volume(np.random.rand(60, 60, 60), np.eye(4), name="target.nii.gz")
-    >>> aligned_image, aligned_mask, what = align_pair(pair, target)
-    >>> aligned_mask.shape, np.unique(aligned_mask).tolist()
-    ((60, 60, 60), [0.0, 1.0])
-    >>> what
-    "context 'a.nii.gz': resampled from (30,30,30) 2.0 mm to target grid (60,60,60) 1.0 mm (physical)"
+    >>> from medverse.io import Volume
+    >>> image = np.random.default_rng(0).random((8, 8, 8))
+    >>> mask = np.zeros((8, 8, 8)); mask[2:5, 2:5, 2:5] = 1
+    >>> pair = ContextPair(Volume(image, np.eye(4), name="a.nii.gz"),
+    ...                    Volume(mask, np.eye(4), name="a_seg.nii.gz", kind="label"))
+    >>> context = Context([pair])
+    >>> context.task, context.labels, len(context)
+    ('segmentation', (1,), 1)
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from medverse import registration
 from medverse.errors import InputError
+from medverse.intensity import normalize_intensity as normalize_intensity  # old path, see below
 from medverse.io.volume import Volume, read_volume
 from medverse.types import PathLike
 from medverse.validation import (
@@ -61,31 +38,76 @@ from medverse.validation import (
     check_option,
     check_same_grid,
     check_volume,
-    format_shape,
-    format_spacing,
 )
 
 __all__ = [
-    "ALIGN_MODES",
-    "INTERPOLATIONS",
     "OUTPUT_KINDS",
+    "TASKS",
+    "Context",
     "ContextPair",
-    "align_pair",
-    "align_to_target",
-    "normalize_intensity",
+    "dataset_label_names",
+    "looks_like_labels",
+    "swapped_pair",
 ]
+# normalize_intensity moved to medverse.intensity; importing it from here keeps working for one
+# release (inference/guided.py still does)
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-ALIGN_MODES = ("physical", "fov", "affine", "deformable")
-"""How :func:`align_to_target` brings a volume onto the target grid."""
-INTERPOLATIONS = ("linear", "nearest")
 OUTPUT_KINDS = ("label", "image")
 """What a context output is: a mask (segmentation) or an image (transformation, enhancement)."""
+TASKS = ("auto", "segmentation", "image")
+_MAX_LABELS = 127  # TotalSegmentator has 117; uint8 images usually show more distinct values
+_MAX_SWAP_LABELS = 16  # an "image" with this few integer values is most likely a mask
 
-_GRID_ATOL = 1e-4  # mm; affines closer than this count as the same grid
-_REGISTERED = ("affine", "deformable")  # modes that register the context onto the target
-_DEFAULT_ENGINE = {"affine": "sitk", "deformable": "ants"}
+
+def looks_like_labels(array: np.ndarray) -> bool:
+    """Integer-valued with at most 127 distinct non-negative labels: a label map (else an image)."""
+    if array.size == 0 or array.min() < 0:
+        return False
+    if not np.array_equal(array, np.round(array)):
+        return False
+    return np.unique(array).size <= _MAX_LABELS + 1
+
+
+def swapped_pair(image: np.ndarray, output: np.ndarray) -> int:
+    """The number of distinct values of ``image`` if the pair looks given in the wrong order (an
+    integer "image" with at most 16 labels beside a continuous "output"), else 0."""
+    if image.size == 0 or not np.array_equal(image, np.round(image)):
+        return 0
+    count = int(np.unique(image).size)
+    if count > _MAX_SWAP_LABELS + 1 or np.array_equal(output, np.round(output)):
+        return 0
+    return count
+
+
+def dataset_label_names(meta: Mapping[str, object]) -> dict[int, str]:
+    """Label value -> name from an nnU-Net ``dataset.json``'s ``labels`` entry.
+
+    Reads nnU-Net v2 (``{"background": 0, "liver": 1}``) and v1 (``{"0": "background",
+    "1": "liver"}``); region-based entries (lists of values) are skipped.
+
+    Example:
+        >>> dataset_label_names({"labels": {"background": 0, "liver": 1}})
+        {0: 'background', 1: 'liver'}
+    """
+    raw = meta.get("labels")
+    names: dict[int, str] = {}
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            if isinstance(value, int) and not isinstance(value, bool):  # v2: name -> value
+                names[value] = str(key)
+            elif str(key).isdigit():  # v1: "value" -> name
+                names[int(key)] = str(value)
+    return dict(sorted(names.items()))
+
+
+def _labels_of(pairs: Sequence[ContextPair]) -> set[int]:
+    """The label values above 0 found in the outputs of ``pairs``."""
+    found: set[int] = set()
+    for pair in pairs:
+        found.update(int(v) for v in np.unique(pair.output.array) if v > 0)
+    return found
 
 
 @dataclass(eq=False)
@@ -152,269 +174,149 @@ class ContextPair:
         return self.image.name
 
 
-def normalize_intensity(
-    array: Any,
-    *,
-    clip_percentiles: tuple[float, float] | None = None,
-    name: str = "array",
-) -> np.ndarray:
-    """Min-max normalise one volume to [0, 1], optionally clipping percentiles first.
+@dataclass
+class Context:
+    """The in-context examples of one query.
 
-    Computes ``(v - min) / max(max - min, 1e-8)`` after clipping to the given percentiles, so a
-    constant volume maps to zeros rather than dividing by zero.
-
-    Args:
-        array: any-shape NumPy array or torch tensor, e.g. ``(X, Y, Z)``.
-        clip_percentiles: ``(low, high)`` in [0, 100], e.g. ``(0.5, 99.5)`` for CT; ``None``
-            clips nothing.
-        name: how messages refer to the array.
-
-    Returns:
-        A new float32 array of the same shape with values in [0, 1].
-
-    Raises:
-        InputError: empty array, NaN/Inf values, or invalid percentiles.
+    Attributes:
+        pairs: the context pairs (image, output), each on its own grid.
+        task: ``"segmentation"`` (outputs are label maps) or ``"image"``.
+        labels: label values of a segmentation (default: every value found in the outputs).
+        label_names: label value -> name (from ``dataset.json`` or the caller); written next to
+            segmentation outputs as ``<stem>.labels.json``.
 
     Example:
-        >>> normalize_intensity(np.array([-1000.0, 0.0, 1000.0]))
-        array([0. , 0.5, 1. ], dtype=float32)
+        >>> ctx = Context.from_files([("ct_1.nii.gz", "liver_1.nii.gz")])  # doctest: +SKIP
     """
-    if hasattr(array, "detach"):
-        array = array.detach().cpu().numpy()
-    data = np.asarray(array, dtype=np.float32)
-    if data.size == 0:
-        raise InputError(f"'{name}': cannot normalise an empty array (shape {data.shape})")
-    check_finite(data, name)
-    if clip_percentiles is not None:
-        low_q, high_q = _check_percentiles(clip_percentiles)
-        low, high = np.percentile(data, [low_q, high_q])
-        data = np.clip(data, low, high)
-    low, high = float(data.min()), float(data.max())
-    return ((data - low) / max(high - low, 1e-8)).astype(np.float32, copy=False)
 
+    pairs: list[ContextPair]
+    task: str = "segmentation"
+    labels: tuple[int, ...] = field(default=())
+    label_names: dict[int, str] = field(default_factory=dict)
 
-def _check_percentiles(clip_percentiles: Sequence[float]) -> tuple[float, float]:
-    try:
-        low, high = (float(p) for p in clip_percentiles)
-    except (TypeError, ValueError) as error:
-        raise InputError(
-            f"clip_percentiles must be a pair (low, high), got {clip_percentiles!r}"
-        ) from error
-    if not 0.0 <= low < high <= 100.0:
-        raise InputError(
-            f"clip_percentiles must satisfy 0 <= low < high <= 100, got ({low:g}, {high:g})"
-        )
-    return low, high
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise InputError("no context pairs given: pass at least one --context IMAGE OUTPUT")
+        check_option(self.task, TASKS[1:], "task")
+        if self.task == "segmentation" and not self.labels:
+            self.labels = tuple(sorted(_labels_of(self.pairs)))
 
+    def __len__(self) -> int:
+        return len(self.pairs)
 
-# -------------------------------------------------------------------------------- alignment
+    def __iter__(self) -> Iterator[ContextPair]:
+        return iter(self.pairs)
 
+    def subset(self, indices: Sequence[int]) -> Context:
+        """The context of the pairs at ``indices``, in that order.
 
-def align_to_target(
-    volume: Volume,
-    target: Volume,
-    *,
-    mode: str = "physical",
-    interpolation: str | None = None,
-    engine: str | None = None,
-    cache: registration.RegistrationCache | None = None,
-) -> np.ndarray:
-    """Resample ``volume`` onto the voxel grid of ``target``.
+        A segmentation keeps those of its labels that the chosen outputs hold, and drops the
+        names of the labels it loses (background and other names stay). The names are a copy.
 
-    Args:
-        volume: the volume to move (a context image or output).
-        target: the volume whose grid (shape and affine) the result takes.
-        mode: ``"physical"`` (world coordinates from both affines; outside the source → 0),
-            ``"fov"`` (reorient to the target's axis codes, then resize voxel for voxel, ignoring
-            spacing and origin), ``"affine"`` (register ``volume`` onto ``target``, then
-            resample; always registers, even on a shared grid) or ``"deformable"`` (affine,
-            then deformable registration, then warp).
-        interpolation: ``"linear"`` or ``"nearest"``; ``None`` picks nearest for
-            ``volume.kind == "label"`` and linear otherwise.
-        engine: registration engine, ``"sitk"`` or ``"ants"``; ``None`` uses ``"sitk"`` for
-            ``"affine"`` and ``"ants"`` for ``"deformable"``. Ignored by the other modes.
-        cache: a :class:`~medverse.registration.RegistrationCache` to reuse registrations.
-
-    Returns:
-        Float32 array of shape ``target.shape``. When the grids already match (``"physical"``
-        and ``"fov"``) this is ``volume.array`` itself, untouched; copy it before writing to it.
-
-    Raises:
-        InputError: unknown mode/interpolation, no overlap in world coordinates, or the
-            registration failed.
-
-    Example:
-        >>> moved = align_to_target(context, target, mode="physical")  # doctest: +SKIP
-        >>> moved.shape == target.shape  # doctest: +SKIP
-        True
-    """
-    mode = check_option(mode, ALIGN_MODES, "mode")
-    if interpolation is None:
-        interpolation = "nearest" if volume.kind == "label" else "linear"
-    interpolation = check_option(interpolation, INTERPOLATIONS, "interpolation")
-    engine = _engine(mode, engine)
-    if mode not in _REGISTERED and _on_target_grid(volume, target, mode):
-        return volume.array
-    if mode == "fov":
-        return _resize_fov(volume, target, interpolation)
-    if mode in _REGISTERED:
-        reg = registration.register(target, volume, kind=mode, engine=engine, cache=cache)
-        aligned = reg.warp(volume.array, interpolation=interpolation)
-        coverage = reg.coverage
-    else:
-        aligned, coverage = _resample(volume, target, interpolation, None)
-    if coverage == 0.0:
-        raise _no_overlap(volume, target)
-    return aligned
-
-
-def align_pair(
-    pair: ContextPair,
-    target: Volume,
-    *,
-    mode: str = "physical",
-    output_kind: str | None = None,
-    engine: str | None = None,
-    cache: registration.RegistrationCache | None = None,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Bring a context pair onto the target grid; the output follows the image exactly.
-
-    In ``"affine"`` and ``"deformable"`` modes the transform is computed once, from the context
-    image, and reused for the output. The image is interpolated linearly; the output with nearest neighbour if it is a
-    label (so masks stay binary), linearly if it is an image.
-
-    Args:
-        pair: the context image and its output.
-        target: the volume whose grid the results take.
-        mode: ``"physical"``, ``"fov"``, ``"affine"`` or ``"deformable"``; see
-            :func:`align_to_target`.
-        output_kind: ``"label"`` or ``"image"``; ``None`` uses ``pair.output_kind``.
-        engine: ``"sitk"`` or ``"ants"``; ``None``: ``"sitk"`` for ``"affine"``, ``"ants"`` for
-            ``"deformable"``. Ignored by the other modes.
-        cache: a :class:`~medverse.registration.RegistrationCache` to reuse registrations.
-
-    Returns:
-        ``(image, output, description)``: two float32 arrays of shape ``target.shape`` and one
-        line saying what was done, e.g. ``"context 'a.nii.gz': resampled from (90,100,80) 2.0 mm
-        to target grid (128,128,64) 1.0 mm (physical)"``. Arrays already on the target grid are
-        returned untouched (the same objects) and the description says so.
-
-    Raises:
-        InputError: unknown mode/output kind, no overlap, or the registration failed.
-    """
-    mode = check_option(mode, ALIGN_MODES, "mode")
-    if output_kind is None:
-        output_kind = pair.output_kind
-    output_kind = check_option(output_kind, OUTPUT_KINDS, "output_kind")
-    engine = _engine(mode, engine)
-    output_interpolation = "nearest" if output_kind == "label" else "linear"
-    image, output = pair.image, pair.output
-    head = f"context '{image.name}'"
-    source_grid = f"{format_shape(image.shape)} {format_spacing(image.spacing)}"
-    target_grid = f"{format_shape(target.shape)} {format_spacing(target.spacing)}"
-
-    if mode not in _REGISTERED and _on_target_grid(image, target, mode):
-        if mode == "fov":
-            description = (
-                f"{head}: same shape {format_shape(image.shape)} and orientation "
-                f"{''.join(image.orientation)} as the target; not resized (fov)"
+        Raises:
+            InputError: no index, or the chosen outputs hold none of the labels.
+        """
+        pairs = [self.pairs[i] for i in indices]
+        if self.task != "segmentation" or not pairs:
+            return Context(pairs, self.task, self.labels, dict(self.label_names))
+        present = _labels_of(pairs)
+        labels = tuple(value for value in self.labels if value in present)
+        if not labels:
+            raise InputError(
+                f"context pairs {list(indices)} hold none of the labels {self.labels}; "
+                "choose pairs whose outputs show at least one of them"
             )
-        else:
-            description = f"{head}: already on the target grid {target_grid}; not resampled"
-        logger.info(description)
-        return image.array, output.array, description
+        dropped = set(self.labels) - set(labels)
+        names = {value: name for value, name in self.label_names.items() if value not in dropped}
+        return Context(pairs, self.task, labels, names)
 
-    if mode == "fov":
-        aligned_image = _resize_fov(image, target, "linear")
-        aligned_output = _resize_fov(output, target, output_interpolation)
-        reorient = ""
-        if image.orientation != target.orientation:
-            reorient = (
-                f" after reorienting {''.join(image.orientation)} to {''.join(target.orientation)}"
+    @classmethod
+    def from_files(
+        cls,
+        pairs: Sequence[tuple[PathLike, PathLike]],
+        *,
+        task: str = "auto",
+        label_names: Mapping[int, str] | None = None,
+    ) -> Context:
+        """Read ``(image, output)`` file pairs.
+
+        Args:
+            pairs: paths of each context image and its output (mask or image).
+            task: ``"segmentation"``, ``"image"``, or ``"auto"``: label maps (integer values,
+                at most 127 labels) in every output → segmentation, otherwise image.
+            label_names: label value -> name (segmentation); unnamed labels are ``"label N"``.
+
+        Raises:
+            InputError: unreadable files, an image without output, grids that differ within a
+                pair, a constant image or an empty mask (each message names the file).
+        """
+        check_option(task, TASKS, "task")
+        outputs: list[tuple[Volume, Volume]] = []
+        for i, pair in enumerate(pairs):
+            if len(pair) != 2:
+                raise InputError(f"context {i + 1}: expected IMAGE OUTPUT, got {list(pair)}")
+            if str(pair[1]).startswith("-"):
+                raise InputError(
+                    f"context image '{pair[0]}' has no OUTPUT (next argument is the option "
+                    f"'{pair[1]}'): pass --context IMAGE OUTPUT"
+                )
+            outputs.append((read_volume(pair[0]), read_volume(pair[1])))
+        for image, output in outputs:
+            count = swapped_pair(image.array, output.array)
+            if not count:
+                continue
+            message = (
+                f"context image '{image.name}' holds {count} integer values (a mask?) and its "
+                f"output '{output.name}' continuous values (an image?): the pair looks swapped. "
+                "Give the image first: --context IMAGE OUTPUT"
             )
-        description = (
-            f"{head}: resized from {source_grid} to target grid {target_grid} voxel for voxel"
-            f"{reorient} (fov; spacing and origin ignored)"
-        )
-    elif mode in _REGISTERED:
-        reg = registration.register(target, image, kind=mode, engine=engine, cache=cache)
-        aligned_image = reg.warp(image.array, interpolation="linear")
-        coverage = reg.coverage
-        if coverage == 0.0:
-            raise _no_overlap(image, target)
-        aligned_output = reg.warp(output.array, interpolation=output_interpolation)
-        verb = "resampled" if mode == "affine" else "warped"
-        description = (
-            f"{head}: registered ({reg.describe()}) and {verb} from {source_grid} to target grid "
-            f"{target_grid} ({mode})"
-        )
-        if coverage < 0.999:
-            description += f"; it covers {coverage:.0%} of the target, the rest is 0"
-        doubt = reg.doubt()
-        if doubt:
-            description += f"\nwarning: {doubt}"
-    else:
-        aligned_image, coverage = _resample(image, target, "linear", None)
-        if coverage == 0.0:
-            raise _no_overlap(image, target)
-        aligned_output, _ = _resample(output, target, output_interpolation, None)
-        action = "resampled"
-        description = f"{head}: {action} from {source_grid} to target grid {target_grid} ({mode})"
-        if coverage < 0.999:
-            description += f"; it covers {coverage:.0%} of the target, the rest is 0"
-    logger.info(description)
-    return aligned_image, aligned_output, description
+            if task == "auto":
+                raise InputError(
+                    message + " (or --task image if the output really is an image made from a "
+                    "label map)"
+                )
+            log.warning(message)
+        if task == "auto":
+            task = (
+                "segmentation" if all(looks_like_labels(o.array) for _, o in outputs) else "image"
+            )
+            log.info("task detected from the context outputs: %s", task)
+        kind = "label" if task == "segmentation" else "image"
+        built = []
+        for image, output in outputs:
+            # a relabelled copy: a volume handed to us is never modified
+            labelled = output if output.kind == kind else replace(output, kind=kind)
+            built.append(ContextPair(image, labelled, output_kind=kind))
+        names = {int(k): str(v) for k, v in (label_names or {}).items()}
+        return cls(built, task, label_names=names if task == "segmentation" else {})
 
+    @classmethod
+    def from_nnunet(cls, folder: PathLike, *, task: str = "auto", channel: int = 0) -> Context:
+        """Every case of an nnU-Net raw folder (``imagesTr/NAME_0000.ext``, ``labelsTr/NAME.ext``).
 
-def _on_target_grid(volume: Volume, target: Volume, mode: str) -> bool:
-    if volume.shape != target.shape:
-        return False
-    if mode == "fov":  # spacing and origin are ignored; only the axis orientation matters
-        return volume.orientation == target.orientation
-    return bool(np.allclose(volume.affine, target.affine, rtol=0, atol=_GRID_ATOL))
+        The label names come from ``dataset.json`` (:func:`dataset_label_names`).
 
-
-def _no_overlap(volume: Volume, target: Volume) -> InputError:
-    def where(v: Volume) -> str:
-        origin = ",".join(f"{x:.1f}" for x in v.affine[:3, 3])
-        return f"{v.describe()} at origin ({origin}) mm"
-
-    return InputError(
-        f"context '{volume.name}' ({where(volume)}) does not overlap target '{target.name}' "
-        f"({where(target)}) in world coordinates; check the affines, or use mode='fov' "
-        "(match fields of view) or mode='affine' (register)"
-    )
-
-
-def _resample(
-    volume: Volume, target: Volume, interpolation: str, world: np.ndarray | None
-) -> tuple[np.ndarray, float]:
-    """Sample ``volume`` at the target's voxel centres (see
-    :func:`medverse.registration.resample_to_grid`); returns the array and the covered
-    fraction."""
-    return registration.resample_to_grid(
-        volume.array, volume.affine, target.shape, target.affine, interpolation, world
-    )
-
-
-def _engine(mode: str, engine: str | None) -> str:
-    if engine is None:
-        return _DEFAULT_ENGINE.get(mode, "sitk")
-    return check_option(engine, registration.ENGINES, "engine")
-
-
-def _resize_fov(volume: Volume, target: Volume, interpolation: str) -> np.ndarray:
-    """Reorient to the target's axis orientation, then resize to its shape voxel for voxel."""
-    transform = nib.orientations.ornt_transform(
-        nib.orientations.io_orientation(volume.affine),
-        nib.orientations.io_orientation(target.affine),
-    )
-    data = np.ascontiguousarray(nib.orientations.apply_orientation(volume.array, transform))
-    if data.shape == target.shape:
-        return data.astype(np.float32, copy=False)
-    tensor = torch.from_numpy(data)[None, None]
-    if interpolation == "linear":
-        resized = F.interpolate(tensor, size=target.shape, mode="trilinear", align_corners=False)
-    else:
-        resized = F.interpolate(tensor, size=target.shape, mode="nearest-exact")
-    return resized[0, 0].numpy().astype(np.float32, copy=False)
+        Args:
+            folder: the dataset folder (holding ``imagesTr`` and ``labelsTr``).
+            task: as in :meth:`from_files`.
+            channel: which modality ``_000{channel}`` to use as the context image.
+        """
+        root = Path(folder)
+        images, labels = root / "imagesTr", root / "labelsTr"
+        if not images.is_dir() or not labels.is_dir():
+            raise InputError(
+                f"'{root}': expected an nnU-Net raw folder with imagesTr/ and labelsTr/"
+            )
+        meta_path = root / "dataset.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        ending = meta.get("file_ending", ".nii.gz")
+        pairs = []
+        for label in sorted(labels.glob(f"*{ending}")):
+            case = label.name[: -len(ending)]
+            image = images / f"{case}_{channel:04d}{ending}"
+            if not image.is_file():
+                raise InputError(f"'{label}': no matching image '{image}'")
+            pairs.append((image, label))
+        if not pairs:
+            raise InputError(f"'{labels}': no label files ending in {ending}")
+        return cls.from_files(pairs, task=task, label_names=dataset_label_names(meta))
