@@ -362,6 +362,58 @@ def test_from_nnunet_errors_name_the_folder_or_file(tmp_path: Path) -> None:
         Context.from_nnunet(root)
 
 
+# ------------------------------------------------------------------------------------ join
+
+
+def test_join_of_file_pairs_and_a_folder_is_what_the_cli_merged_by_hand(tmp_path: Path) -> None:
+    # medverse predict --context IMAGE OUTPUT --contexts-from DIR built
+    # Context(files.pairs + folder.pairs, files.task, label_names=folder.label_names)
+    files = Context.from_files(
+        [(_write(tmp_path, "i.nii.gz", _image(5)), _write(tmp_path, "o.nii.gz", _mask(3)))]
+    )
+    root = _nnunet(tmp_path / "folder", {"a": _mask(1), "b": _mask(2)})
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1}}))
+    folder = Context.from_nnunet(root)
+    by_hand = Context(files.pairs + folder.pairs, files.task, label_names=folder.label_names)
+
+    joined = Context.join([files, folder])
+
+    assert joined.pairs == by_hand.pairs  # the same pair objects, files first
+    assert (joined.task, joined.labels, joined.label_names) == (
+        by_hand.task,
+        by_hand.labels,
+        by_hand.label_names,
+    )
+    assert joined.labels == (1, 2, 3) and joined.label_names == {0: "background", 1: "liver"}
+    alone = Context.join([folder])  # one source: an equal copy
+    assert alone is not folder and alone.pairs == folder.pairs
+    assert (alone.task, alone.labels, alone.label_names) == (
+        folder.task,
+        folder.labels,
+        folder.label_names,
+    )
+
+
+def test_join_keeps_every_label_and_merges_the_names() -> None:
+    first = Context([_pair(_mask(1, 2))], labels=(1,), label_names={1: "liver", 2: "old"})
+    second = Context([_pair(_mask(3), seed=1)], label_names={2: "kidney", 3: "spleen"})
+    joined = Context.join([first, second])
+    assert joined.labels == (1, 3)  # first's restriction to 1, and second's 3
+    assert joined.label_names == {1: "liver", 2: "kidney", 3: "spleen"}  # the later name wins
+    assert first.label_names == {1: "liver", 2: "old"}  # nothing joined is modified
+
+
+def test_join_refuses_nothing_and_different_tasks() -> None:
+    with pytest.raises(InputError, match="no contexts to join"):
+        Context.join([])
+    segmentation = Context([_pair(_mask(1))])
+    image = Context([_pair(_image(3), kind="image", seed=1)], task="image")
+    with pytest.raises(
+        InputError, match=r"different tasks \(context 1: segmentation, context 2: image\).*--task"
+    ):
+        Context.join([segmentation, image])
+
+
 # ---------------------------------------------------------------------------- label names
 
 

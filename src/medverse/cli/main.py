@@ -452,14 +452,10 @@ def predict(
         raise InputError("several processes (torchrun) need a cohort: use --targets-from")
     net = load_model(model, device="cpu")
     trained_on = getattr(net, "trained_on", None)
-    pairs = Context.from_files(context, task=task.value) if context else None
+    sources = [Context.from_files(context, task=task.value)] if context else []
     if contexts_from is not None:
-        extra = Context.from_nnunet(contexts_from, task=task.value)
-        pairs = (
-            extra
-            if pairs is None
-            else Context(pairs.pairs + extra.pairs, pairs.task, label_names=extra.label_names)
-        )
+        sources.append(Context.from_nnunet(contexts_from, task=task.value))
+    pairs = Context.join(sources)
     predictor = Predictor(net, cfg, device=str(dist_info.device) if dist_info else device.value)
     options = dict(
         align=align.value,

@@ -231,6 +231,39 @@ class Context:
         return Context(pairs, self.task, labels, names)
 
     @classmethod
+    def join(cls, contexts: Sequence[Context]) -> Context:
+        """One context of the pairs of ``contexts``, in order (e.g. file pairs and a folder).
+
+        A segmentation keeps every label of the contexts joined; the label names are merged (a
+        later context's name of a value wins).
+
+        Args:
+            contexts: one or more contexts of the same task.
+
+        Raises:
+            InputError: no context, or contexts of different tasks (the message names each).
+
+        Example:
+            >>> both = Context.join([Context.from_files(pairs), Context.from_nnunet(folder)])  # doctest: +SKIP
+        """
+        if not contexts:
+            raise InputError("no contexts to join: pass at least one Context")
+        tasks = [context.task for context in contexts]
+        if len(set(tasks)) > 1:
+            shown = ", ".join(f"context {i + 1}: {task}" for i, task in enumerate(tasks))
+            raise InputError(
+                f"cannot join contexts of different tasks ({shown}): read them with the same "
+                "task= (on the command line: --task segmentation or --task image)"
+            )
+        labels: set[int] = set()
+        names: dict[int, str] = {}
+        for context in contexts:
+            labels.update(context.labels)
+            names.update(context.label_names)
+        pairs = [pair for context in contexts for pair in context.pairs]
+        return cls(pairs, tasks[0], tuple(sorted(labels)), names)
+
+    @classmethod
     def from_files(
         cls,
         pairs: Sequence[tuple[PathLike, PathLike]],
