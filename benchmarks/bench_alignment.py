@@ -170,7 +170,7 @@ def simulated_table(episodes: int, config_path: str) -> None:
     """Dice of each simulated registered context's mask with its target's, by structure size."""
     from medverse.data.episodes import EpisodeSampler
     from medverse.training.config import TrainConfig
-    from medverse.training.loop import build_datasets
+    from medverse.training.sources import build_datasets
 
     with open(config_path, encoding="utf-8") as handle:
         config = TrainConfig.from_yaml(handle.read())

@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_training.py [--contexts 1 3 8] [--batch-size 2] [
 
 Each row runs in a fresh process (peak RSS is that process's own): random weights, a batch of
 fine-level windows (target, ``L`` contexts and the autoregressive pair, 64^3), the segmentation
-loss, AdamW and gradient clipping, i.e. :func:`medverse.training.loop.train_step`; one warm-up
+loss, AdamW and gradient clipping, i.e. :func:`medverse.training.steps.train_step`; one warm-up
 step, then ``--steps`` timed steps. Episode sampling is not included (it overlaps with compute
 in a real run only with DataLoader workers; see ``seconds`` in a run's ``log.csv``).
 """
@@ -22,7 +22,7 @@ import time, torch, json
 torch.set_num_threads({threads})
 torch.manual_seed(0)
 from medverse.checkpoint.registry import load_model
-from medverse.training.loop import train_step
+from medverse.training.steps import train_step
 net = load_model({model!r}, pretrained=False).train()
 opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 w, B, L = net.config.window, {batch}, {contexts}

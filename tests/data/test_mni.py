@@ -18,7 +18,7 @@ from medverse.data.mni import (
 )
 from medverse.evaluation.kit import KIT_SEED_NAMESPACE
 from medverse.training.config import DataSource
-from medverse.training.loop import build_datasets
+from medverse.training.sources import build_datasets
 
 SMALL = dict(base_shape=(24, 28, 24), voxel_mm=(8.0, 10.0))
 

@@ -13,7 +13,8 @@ from medverse.model.config import ModelConfig
 from medverse.model.network import MedverseNet
 from medverse.training.config import DataSource, TrainConfig
 from medverse.training.heldout import heldout_scores, main
-from medverse.training.loop import build_datasets, validation_episodes
+from medverse.training.sources import build_datasets
+from medverse.training.steps import validation_episodes
 
 
 def _episodes(count: int = 6):

@@ -12,20 +12,14 @@ import torch
 
 from medverse.data.episodes import Episode
 from medverse.errors import InputError
-from medverse.training import loop
+from medverse.training import loop, steps
 from medverse.training.config import TrainConfig
 from medverse.training.distributed import DistInfo
-from medverse.training.loop import (
-    StepBuilder,
-    build_datasets,
-    build_model,
-    context_mean_dice,
-    lr_factor,
-    run,
-    train_step,
-    validate,
-    validation_episodes,
-)
+from medverse.training.loop import run
+from medverse.training.model_setup import build_model, lr_factor
+from medverse.training.scoring import context_mean_dice, validate
+from medverse.training.sources import build_datasets
+from medverse.training.steps import StepBuilder, train_step, validation_episodes
 
 from .conftest import TINY_MODEL, fake_episode, tiny_config
 
@@ -92,7 +86,7 @@ def test_steps_are_pure_and_shards_add_up(make_config, monkeypatch: pytest.Monke
     for key in ("target", "reference", "context_in", "context_out"):
         assert torch.equal(whole[key], again[key])
     # two ranks of two: their halves concatenate to the single-process batch
-    monkeypatch.setattr(loop, "all_reduce_min", lambda value, info: value)
+    monkeypatch.setattr(steps, "all_reduce_min", lambda value, info: value)
     halves = [
         StepBuilder(train_sets, config, DistInfo(rank=r, world_size=2)).build(5) for r in (0, 1)
     ]
@@ -320,7 +314,7 @@ def test_init_weights_grow_an_input_skip_and_nothing_else(make_config, tmp_path:
 
 
 def test_lr_scales_give_named_parameters_their_own_rate(make_config) -> None:
-    from medverse.training.loop import _optimizer
+    from medverse.training.model_setup import _optimizer
 
     config = make_config(
         model={**TINY_MODEL, "input_skip": True}, lr_scales={"target_decoder.output_block.gate": 50}
@@ -356,3 +350,28 @@ def test_trainable_freezes_everything_else(make_config) -> None:
     for bad in ("target_decoder", [], [""]):
         with pytest.raises(InputError, match="trainable"):
             make_config(trainable=bad)
+
+
+def test_the_names_of_the_split_loop_stay_importable_from_their_old_homes() -> None:
+    # training/loop.py was split into sources, steps, model_setup, scoring and checkpoints;
+    # its public names stay importable from medverse.training.loop for one release
+    import medverse.training as training
+    from medverse.training import checkpoints, model_setup, scoring, sources
+
+    homes = {
+        "build_datasets": sources,
+        "StepBuilder": steps,
+        "train_step": steps,
+        "validation_episodes": steps,
+        "build_model": model_setup,
+        "lr_factor": model_setup,
+        "context_mean_dice": scoring,
+        "validate": scoring,
+        "latest_checkpoint": checkpoints,
+        "CHECKPOINT_VERSION": checkpoints,
+    }
+    for name, module in homes.items():
+        assert name in loop.__all__
+        assert getattr(loop, name) is getattr(module, name), name
+        if name in training.__all__:
+            assert getattr(training, name) is getattr(module, name), name

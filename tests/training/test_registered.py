@@ -13,8 +13,9 @@ from medverse.data.datasets import Case, InMemoryDataset
 from medverse.data.episodes import EpisodeSampler
 from medverse.errors import InputError
 from medverse.registration import RegistrationCache
-from medverse.training.loop import StepBuilder, build_datasets
 from medverse.training.registered import ContextRegistrar
+from medverse.training.sources import build_datasets
+from medverse.training.steps import StepBuilder
 
 from .conftest import TINY_MODEL
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from medverse.training.loop import latest_checkpoint, run
+from medverse.training.checkpoints import latest_checkpoint
+from medverse.training.loop import run
 
 # Same machine, same thread count, same operations: equality is expected to the bit; 1e-6 is
 # the brief's tolerance and what we assert.

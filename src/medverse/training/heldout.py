@@ -86,7 +86,8 @@ def _enhancements(config_path: str | None, names: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> None:
     from medverse.checkpoint.registry import load_model
     from medverse.training.config import DataSource, TrainConfig
-    from medverse.training.loop import build_datasets, validation_episodes
+    from medverse.training.sources import build_datasets
+    from medverse.training.steps import validation_episodes
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
