@@ -31,7 +31,7 @@ import torch
 
 from medverse.errors import InputError
 from medverse.inference.driver import InferenceConfig, run_inference
-from medverse.io.context import normalize_intensity
+from medverse.intensity import normalize_intensity
 from medverse.io.volume import Volume
 from medverse.model.network import MedverseNet
 from medverse.registration import RegistrationCache, register

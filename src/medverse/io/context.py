@@ -50,7 +50,7 @@ __all__ = [
     "swapped_pair",
 ]
 # normalize_intensity moved to medverse.intensity; importing it from here keeps working for one
-# release (inference/guided.py still does)
+# release (for code outside the package that imported it from the old io/context.py)
 
 log = logging.getLogger(__name__)
 
