@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medverse.data.synthesis import draw_anatomy, draw_intensity_table, make_subject
+from medverse.data.phantoms import draw_anatomy, draw_intensity_table, make_subject
 
 ROOT = Path(__file__).parent / "synthetic"
 SHAPE = (80, 80, 64)

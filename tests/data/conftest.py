@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medverse.data.synthesis import write_synthetic_dataset
+from medverse.data.phantoms import write_synthetic_dataset
 
 SHAPE = (24, 24, 24)
 NUM_CLASSES = 5

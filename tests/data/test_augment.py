@@ -18,7 +18,7 @@ from medverse.data.augment import (
     crop_or_resize_to_window,
     window_start,
 )
-from medverse.data.synthesis import make_subject
+from medverse.data.phantoms import make_subject
 from medverse.errors import InputError
 
 SHAPE = (24, 24, 24)

@@ -12,6 +12,7 @@ import torch
 
 from medverse.data.augment import RandomIntensityAugmentation, RandomSpatialAugmentation
 from medverse.data.datasets import Case, DatasetMix, InMemoryDataset, NnUNetDataset
+from medverse.data.degradations import ENHANCEMENT_OPS, default_enhancements
 from medverse.data.episodes import (
     Episode,
     EpisodeDataset,
@@ -19,7 +20,7 @@ from medverse.data.episodes import (
     collate_episodes,
     rotate,
 )
-from medverse.data.synthesis import ENHANCEMENT_OPS, _minmax, default_enhancements, make_subject
+from medverse.data.phantoms import _minmax, make_subject
 from medverse.errors import InputError
 from medverse.types import TASK_FAMILIES
 

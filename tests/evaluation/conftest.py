@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from medverse.evaluation.kit import EvaluationKit, KitConfig, build_kit
-from medverse.evaluation.protocol import Case, TaskInfo
+from medverse.evaluation.records import Case, TaskInfo
 
 SHAPE = (24, 26, 22)
 SPACING = (1.5, 1.0, 2.0)

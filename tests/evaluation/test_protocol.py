@@ -9,7 +9,8 @@ import pytest
 
 from medverse.errors import InputError
 from medverse.evaluation.baselines import context_mean, identity
-from medverse.evaluation.protocol import Results, draw_seed, evaluate
+from medverse.evaluation.protocol import draw_seed, evaluate
+from medverse.evaluation.records import Results
 
 
 def recording_method(log: list):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from medverse.evaluation.baselines import context_mean, identity
-from medverse.evaluation.protocol import Example, TaskInfo, evaluate
+from medverse.evaluation.protocol import evaluate
+from medverse.evaluation.records import Example, TaskInfo
 from medverse.evaluation.report import (
     build_example_figure,
     example_figure,

@@ -29,7 +29,7 @@ from medverse.errors import InputError
 from medverse.types import Shape3
 from medverse.validation import check_option
 
-from .synthesis import _down_up, _range
+from .degradations import _down_up, _range
 
 __all__ = [
     "IntensityAugmentation",

@@ -189,7 +189,7 @@ class NnUNetDataset:
 
     Example:
         >>> import tempfile
-        >>> from medverse.data.synthesis import write_synthetic_dataset
+        >>> from medverse.data.phantoms import write_synthetic_dataset
         >>> root = write_synthetic_dataset(tempfile.mkdtemp(), num_subjects=2, shape=(8, 8, 8))
         >>> dataset = NnUNetDataset(root)
         >>> case = dataset.load_case(0)
@@ -632,7 +632,7 @@ class InMemoryDataset:
         brain_mask_from_labels: see :class:`NnUNetDataset`.
 
     Example:
-        >>> from medverse.data.synthesis import make_subject
+        >>> from medverse.data.phantoms import make_subject
         >>> subject = make_subject((8, 8, 8), num_classes=2, num_modalities=1, seed=0)
         >>> case = Case("s0", subject.images, subject.labels, ("T1",), {0: "bg", 1: "body", 2: "x"}, (1.0, 1.0, 1.0))
         >>> len(InMemoryDataset([case, case]))

@@ -56,7 +56,8 @@ from .augment import (
     window_start,
 )
 from .datasets import Case, DatasetMix
-from .synthesis import _minmax, _RandomOp, enhancement_ops
+from .degradations import _RandomOp, enhancement_ops
+from .phantoms import _minmax
 
 __all__ = [
     "DEFAULT_TASK_WEIGHTS",

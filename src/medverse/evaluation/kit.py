@@ -61,7 +61,7 @@ from medverse.data.mni import (
     smoothed_template,
 )
 from medverse.errors import InputError
-from medverse.evaluation.protocol import Case, TaskInfo
+from medverse.evaluation.records import Case, TaskInfo
 from medverse.files import atomic_path, atomic_write_text
 
 __all__ = [
@@ -218,7 +218,7 @@ class KitSubject:
 
 
 class EvaluationKit:
-    """The in-memory kit; an :class:`~medverse.evaluation.protocol.EvaluationDataset`."""
+    """The in-memory kit; an :class:`~medverse.evaluation.records.EvaluationDataset`."""
 
     def __init__(
         self,

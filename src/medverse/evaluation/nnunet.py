@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from medverse.errors import InputError
-from medverse.evaluation.protocol import Case, TaskInfo
+from medverse.evaluation.records import Case, TaskInfo
 
 __all__ = ["NnunetDataset", "DATASET_ALIGNMENTS"]
 
@@ -38,7 +38,7 @@ DATASET_ALIGNMENTS = ("affine", "physical")
 
 class NnunetDataset:
     """An nnU-Net raw folder (``imagesTr``, ``labelsTr``, ``dataset.json``): an
-    :class:`~medverse.evaluation.protocol.EvaluationDataset`.
+    :class:`~medverse.evaluation.records.EvaluationDataset`.
 
     Args:
         folder: the dataset folder.

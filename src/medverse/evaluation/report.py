@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from medverse.evaluation.metrics import IMAGE_METRICS, SEGMENTATION_METRICS
-from medverse.evaluation.protocol import CaseResult, Example, Results
+from medverse.evaluation.records import CaseResult, Example, Results
 from medverse.files import atomic_write_bytes, atomic_write_text
 
 __all__ = [
