@@ -30,6 +30,7 @@ def _bench(*args: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
 
 
+@pytest.mark.slow
 def test_compare_released_prints_the_baseline_then_ratios() -> None:
     rows = _bench("--compare", "released")
     assert [row[2] for row in rows] == ["released plan", "refine all"]
@@ -39,6 +40,7 @@ def test_compare_released_prints_the_baseline_then_ratios() -> None:
     assert float(rows[1][9]) == 0.0  # one 64^3 window: both plans are the same call
 
 
+@pytest.mark.slow
 def test_compare_a_revision_runs_that_revision() -> None:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")

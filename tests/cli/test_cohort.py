@@ -175,6 +175,7 @@ def _torchrun() -> list[str]:
     return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process(cohort, tmp_path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     args = ["--targets-from", str(cohort["targets"]), *_options(cohort)]

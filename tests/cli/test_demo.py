@@ -19,6 +19,7 @@ needs_weights = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @needs_weights
 def test_demo_writes_outputs_figures_page_and_scores(tmp_path) -> None:
     out = tmp_path / "demo"

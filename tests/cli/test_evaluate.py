@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from medverse.cli.main import app
 
 
+@pytest.mark.slow
 def test_evaluate_baselines_twice_identical(tmp_path) -> None:
     runner = CliRunner()
     args = [
@@ -85,6 +87,7 @@ def test_evaluate_model_with_and_without_calibration(tmp_path) -> None:
     assert psnr["--calibrate"]["medverse"] > psnr["--no-calibrate"]["medverse"] + 3
 
 
+@pytest.mark.slow
 def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
     """A zero-gate network returns the fusion prior, so network, fusion and stacked agree."""
     import csv
@@ -123,6 +126,7 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
     ).read_text()
 
 
+@pytest.mark.slow
 def test_evaluate_guided_parts_need_align_deformable(tmp_path) -> None:
     import subprocess
 

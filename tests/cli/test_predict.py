@@ -331,6 +331,7 @@ def _entry_point(*args: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_label_name_sidecar_beside_segmentations_not_images(case, model_dir, tmp_path) -> None:
     dataset = tmp_path / "Dataset001"
     for folder in ("imagesTr", "labelsTr"):

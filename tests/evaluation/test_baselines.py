@@ -79,6 +79,7 @@ def test_multi_atlas_on_image_task_averages_warped_outputs(subject):
     assert np.abs(out - image).mean() < 0.01
 
 
+@pytest.mark.slow
 def test_multi_atlas_is_deterministic(subject):
     image, mask = subject
     shifted_image = ndimage.shift(image, (1.5, 0, -1), order=1)

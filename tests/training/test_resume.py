@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from medverse.training.checkpoints import latest_checkpoint
@@ -73,6 +74,7 @@ def test_time_boxed_run_checkpoints_stops_and_resumes_bit_equal(make_config) -> 
     assert assert_same_weights(final_weights(full.out_dir), final_weights(rest.out_dir)) == 0.0
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_in_a_new_process(make_config, tmp_path: Path) -> None:
     config = make_config("killed", steps=8, checkpoint_every=1, num_contexts=[1, 2])
     path = config.save(tmp_path / "killed.yaml")
