@@ -20,11 +20,6 @@ from medverse.errors import InputError
 SHAPE = (32, 32, 32)
 
 
-def smooth_image(seed: int = 0) -> np.ndarray:
-    """A synthetic image in [0, 1] with structure (so degradations have something to change)."""
-    return make_subject(SHAPE, num_classes=5, num_modalities=1, seed=seed).images[0]
-
-
 @pytest.mark.parametrize("num_classes", [1, 3, 8, 12])
 def test_label_map_has_every_class_and_a_body(num_classes: int) -> None:
     labels = make_label_map(SHAPE, num_classes=num_classes, rng=np.random.default_rng(1))
