@@ -8,6 +8,8 @@ times faster than two for these small convolutions.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,12 @@ def fake_episode(shape=(24, 24, 24), num_contexts=2, family="segmentation", seed
         family=family,
         seed=seed,
     )
+
+
+def torchrun() -> list[str]:
+    """The torchrun command of this Python (``python -m torch.distributed.run`` without the script)."""
+    found = shutil.which("torchrun")
+    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
 
 
 @pytest.fixture

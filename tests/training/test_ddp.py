@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,15 +18,12 @@ from safetensors.torch import load_file
 
 from medverse.training.loop import run
 
+from .conftest import torchrun
+
 # Float rounding differs between a batch of 2 and two batches of 1 (and in the order of the
 # gradient sum); AdamW normalises updates, so after 3 steps of lr 1e-3 the weights agree to about
 # 1e-7 in practice; the brief's bound is 1e-5.
 ATOL = 1e-5
-
-
-def torchrun() -> list[str]:
-    found = shutil.which("torchrun")
-    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
 
 
 @pytest.mark.slow

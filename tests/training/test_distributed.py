@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from medverse.errors import InputError
@@ -31,6 +30,8 @@ from medverse.training.distributed import (
     unwrap,
     wrap_model,
 )
+
+from .conftest import torchrun
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -160,52 +161,14 @@ def test_unwrap_returns_the_network_inside_a_wrapper() -> None:
 # ------------------------------------------------------------------ two gloo CPU processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _two_rank_worker(rank: int, port: int, folder: str) -> None:
-    """One of two forked ranks: every helper of the module, results written to ``rank<r>.json``."""
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    info = init_distributed("cpu", timeout_s=60.0)
-    # DDP starts every rank from rank 0's weights and averages the gradients
-    torch.manual_seed(rank)
-    model = nn.Linear(1, 1, bias=False)
-    wrapped = wrap_model(model, info)
-    x = torch.tensor([[1.0 + 2.0 * rank]])  # rank 0: 1, rank 1: 3 -> mean gradient 2
-    wrapped(x).sum().backward()
-    shares: list[list[int]] = [[], []]
-    dist.all_gather_object(shares, list(shard(6, info.rank, info.world_size)))
-    result = {
-        "info": [info.rank, info.world_size, info.local_rank, str(info.device), info.backend],
-        "is_main": info.is_main,
-        "min": all_reduce_min(10 - 3 * rank, info),  # 10 and 7
-        "broadcast": broadcast_object({"from": rank, "seed": 100 + rank}, info),
-        "shares": shares,
-        "wrapped": type(wrapped).__name__,
-        "unwrapped_is_model": unwrap(wrapped) is model,
-        "weight": float(model.weight.detach()),
-        "grad": float(model.weight.grad.detach()),
-    }
-    barrier(info)
-    cleanup(info)
-    result["initialized_after_cleanup"] = dist.is_initialized()
-    Path(folder, f"rank{rank}.json").write_text(json.dumps(result))
-
-
 def test_two_gloo_processes_share_weights_minimum_broadcast_and_episodes(tmp_path: Path) -> None:
-    mp.start_processes(
-        _two_rank_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="fork"
-    )
+    # Two fresh processes started by torchrun, as users start them. Forking this pytest process
+    # instead hung CI: a fork after OpenMP and gloo threads exist can deadlock the child.
+    worker = Path(__file__).with_name("_two_rank_worker.py")
+    command = [*torchrun(), "--standalone", "--nproc_per_node", "2", str(worker), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank, result in enumerate(ranks):
         assert result["info"] == [rank, 2, rank, "cpu", "gloo"]
