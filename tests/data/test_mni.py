@@ -80,6 +80,36 @@ def test_mni_source_builds_two_datasets_that_episodes_sample() -> None:
     assert {"transformation:0->1", "transformation:1->0"} & tasks
 
 
+def test_tissue_threshold_labels_only_voxels_that_are_mostly_one_tissue() -> None:
+    shape = dict(base_shape=(40, 46, 40), voxel_mm=(5.0, 5.0))
+    argmax, regions = make_mni_cases(2, **shape)
+    half, half_regions = make_mni_cases(2, tissue_threshold=0.5, **shape)
+    # same subject (images, regions); only the tissue convention changes
+    np.testing.assert_array_equal(argmax.images, half.images)
+    np.testing.assert_array_equal(regions.labels, half_regions.labels)
+    labelled = half.labels > 0
+    assert np.all(half.labels[labelled] == argmax.labels[labelled])  # the same class where kept
+    dropped = (argmax.labels > 0) & ~labelled
+    # partial-volume voxels lose their label: a few percent of the brain, not none and not most
+    assert 0.005 < dropped.sum() / (argmax.labels > 0).sum() < 0.3
+    lower, _ = make_mni_cases(2, tissue_threshold=0.4, **shape)
+    assert labelled.sum() <= (lower.labels > 0).sum() <= (argmax.labels > 0).sum()
+    with pytest.raises(ValueError, match="tissue_threshold"):
+        make_mni_cases(2, tissue_threshold=1.0, **shape)
+
+
+def test_a_thresholded_tissue_source_gives_no_brain_masks() -> None:
+    common = dict(kind="mni", num_subjects=2, num_val_cases=0, shape=(24, 28, 24))
+    source = DataSource(voxel_mm=(8.0, 8.0), tissue_threshold=0.5, **common)
+    train, _ = build_datasets([source])
+    tissue = next(d for d in train if d.name.endswith("_tissue"))
+    plain, _ = build_datasets([DataSource(voxel_mm=(8.0, 8.0), **common)])
+    plain_tissue = next(d for d in plain if d.name.endswith("_tissue"))
+    assert plain_tissue.brain_mask_from_labels and not tissue.brain_mask_from_labels
+    with pytest.raises(ValueError, match="tissue_threshold"):
+        DataSource(voxel_mm=(8.0, 8.0), tissue_threshold=-0.1, **common)
+
+
 @pytest.mark.parametrize("voxel_mm", [(0.0, 1.0), (3.0, 2.0)])
 def test_bad_voxel_range_is_refused(voxel_mm) -> None:
     with pytest.raises(ValueError, match="voxel_mm"):

@@ -255,6 +255,7 @@ def make_mni_cases(
     base_shape: Sequence[int] = (96, 112, 96),
     voxel_mm: Sequence[float] = (2.0, 2.0),
     deformation: float = 0.08,
+    tissue_threshold: float = 0.0,
 ) -> tuple[Case, Case]:
     """One training subject made from the packaged template, with two label maps.
 
@@ -272,12 +273,20 @@ def make_mni_cases(
         base_shape: grid shape at the finest voxel size.
         voxel_mm: inclusive range of the voxel size in mm.
         deformation: elastic strength (fraction of the smallest axis).
+        tissue_threshold: the tissue labels' convention. 0: every brain voxel gets its most
+            probable class (CSF, grey or white matter). ``t > 0``: its most probable class only
+            where that class's probability is at least ``t``, background elsewhere (0.5 is the
+            evaluation kit's convention: a partial-volume voxel belongs to a tissue if it is at
+            least half that tissue). Annotations differ in exactly this way, so training mixes
+            conventions and a network has to read the convention from the contexts.
 
     Returns:
         ``(tissue, regions)``: the same images with labels :data:`TISSUE_LABELS` (enables
         skull stripping: ``label > 0`` is the brain) and AAL3 regions with left and right merged
         (:func:`aal3_pair_names`).
     """
+    if not 0.0 <= float(tissue_threshold) < 1.0:
+        raise InputError(f"tissue_threshold must be in [0, 1), got {tissue_threshold!r}")
     low, high = (float(v) for v in voxel_mm)
     if not 0 < low <= high:
         raise InputError(f"voxel_mm must be a range 0 < low <= high, got {tuple(voxel_mm)}")
@@ -295,7 +304,11 @@ def make_mni_cases(
     grey, white = sample(sources.grey, 1), sample(sources.white, 1)
     csf = np.clip(brain - grey - white, 0.0, None)
     inside = brain > 0.5
-    tissue = np.where(inside, np.argmax(np.stack([csf, grey, white]), axis=0) + 1, 0)
+    maps = np.stack([csf, grey, white])
+    tissue = np.argmax(maps, axis=0) + 1
+    if tissue_threshold > 0:
+        tissue = np.where(maps.max(axis=0) >= tissue_threshold, tissue, 0)
+    tissue = np.where(inside, tissue, 0)
     aal = sample(sources.aal, 0)
     regions = np.where(inside & (aal > 0), (aal.astype(np.int32) + 1) // 2, 0)
     shell = sample(sources.shell, 0)

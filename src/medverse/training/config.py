@@ -138,6 +138,10 @@ class DataSource:
         spacing: nnU-Net: resample to this voxel size in mm (default: native spacing).
         cache_dir: nnU-Net: folder for the preprocessed ``.npz`` cache (default: no cache).
         voxel_mm: mni: inclusive range of the isotropic voxel size in mm, drawn per subject.
+        tissue_threshold: mni: the tissue labels' convention
+            (:func:`~medverse.data.mni.make_mni_cases`): 0 = most probable class in the brain,
+            ``t > 0`` = only where that class's probability is ``>= t``. With ``t > 0`` the
+            tissue labels no longer cover the brain, so they give no skull-stripping tasks.
     """
 
     kind: str = "synthetic"
@@ -157,6 +161,7 @@ class DataSource:
     spacing: tuple[float, float, float] | None = None
     cache_dir: str | None = None
     voxel_mm: tuple[float, float] = (2.0, 2.0)
+    tissue_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         where = f"data source {self.name or self.path or self.kind!r}"
@@ -182,6 +187,7 @@ class DataSource:
         _positive_int(self.num_classes, f"{where}: num_classes")
         _positive_int(self.num_modalities, f"{where}: num_modalities")
         _number(self.deformation, f"{where}: deformation", low=0.0, high=0.5)
+        _number(self.tissue_threshold, f"{where}: tissue_threshold", low=0.0, high=0.99)
         shape = tuple(self.shape)
         if len(shape) != 3 or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 8 for n in shape

@@ -101,10 +101,13 @@ def _add_mni(source: DataSource, train: list, val: list) -> None:
             base_shape=source.shape,
             voxel_mm=source.voxel_mm,
             deformation=source.deformation,
+            tissue_threshold=source.tissue_threshold,
         )
         for index in range(source.num_subjects + source.num_val_cases)
     ]
-    for k, (kind, keep) in enumerate((("tissue", True), ("regions", False))):
+    # thresholded tissue labels leave partial-volume brain voxels unlabelled: no brain mask
+    covers_brain = source.tissue_threshold == 0
+    for k, (kind, keep) in enumerate((("tissue", covers_brain), ("regions", False))):
         cases = [pair[k] for pair in pairs]
         options = dict(weight=source.weight / 2, brain_mask_from_labels=keep)
         train.append(
