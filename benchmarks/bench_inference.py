@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_inference.py [--model medverse-small] [--sizes 128 192 256]
     [--contexts 1 4 8] [--threads 2] [--refine all adaptive] [--scene random|ball]
-    [--compare released|REV]
+    [--compare released|REV] [--repeats N]
 
 Each row runs in a fresh process: a cubic target and contexts (binary masks), the default
 per-axis level plan, ``sw_batch_size`` 2, ``context_batch`` 2, ``--threads`` threads (default 2),
@@ -19,10 +19,14 @@ output against the baseline's: ``released`` = this code with ``compat="released"
 window run; ``REV`` (a git revision, e.g. ``HEAD~5`` or a tag) = that revision's
 ``run_inference`` (``git archive`` into a temporary folder, put first on ``PYTHONPATH``) with its
 own defaults. Speed claims are these ratios, not absolute seconds on a shared machine.
+``--repeats N`` runs every row N times, the rows of a volume alternating (forwards, then
+backwards, ...) so that a load that comes and goes on a shared machine falls on both; the
+seconds are the median, the peak memory the largest.
 """
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -74,6 +78,7 @@ def _options(parser) -> None:  # noqa: ANN001
     parser.add_argument(
         "--compare", default=None, metavar="released|REV", help="baseline row (module doc)"
     )
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row, alternated")
 
 
 def _windows(run: list[int], skipped: list[int]) -> str:
@@ -92,7 +97,8 @@ def _revision_source(rev: str, folder: Path) -> str:
 
 def main() -> None:
     args = volume_args(__doc__, sizes=[128, 192, 256], contexts=[1, 4, 8], extra=_options)
-    print(f"scene {args.scene}" + (f", baseline {args.compare}" if args.compare else "") + "\n")
+    print(f"scene {args.scene}" + (f", baseline {args.compare}" if args.compare else "")
+          + f", {args.repeats} run(s) per row\n")  # fmt: skip
     print("| volume | contexts | code | levels | windows run per level (skipped) | seconds | "
           "peak RSS GiB | time / baseline | memory / baseline | max abs diff vs baseline |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -108,16 +114,23 @@ def main() -> None:
                     rows.insert(0, ("released plan", "all", "released"))
                 elif args.compare:
                     rows.insert(0, (f"rev {args.compare}", "all", "rev"))
+                runs: dict[str, list[dict]] = {label: [] for label, _, _ in rows}
+                for rep in range(args.repeats):
+                    for label, refine, baseline in rows if rep % 2 == 0 else rows[::-1]:
+                        output = str(folder / f"{label.replace(' ', '_')}.pt")
+                        code = CODE.format(model=args.model, size=size, contexts=num,
+                                           threads=args.threads, refine=refine, scene=args.scene,
+                                           baseline=baseline, output=output)  # fmt: skip
+                        res = in_subprocess(code, source=source if baseline == "rev" else None)
+                        if baseline == "rev" and not res["file"].startswith(str(source)):
+                            raise SystemExit(f"the revision's code was not used: {res['file']}")
+                        res["output"] = _load(output)
+                        runs[label].append(res)
                 base = None
-                for label, refine, baseline in rows:
-                    output = str(folder / f"{label.replace(' ', '_')}.pt")
-                    code = CODE.format(model=args.model, size=size, contexts=num,
-                                       threads=args.threads, refine=refine, scene=args.scene,
-                                       baseline=baseline, output=output)  # fmt: skip
-                    res = in_subprocess(code, source=source if baseline == "rev" else None)
-                    if baseline == "rev" and not res["file"].startswith(str(source)):
-                        raise SystemExit(f"the revision's code was not used: {res['file']}")
-                    res["output"] = _load(output)
+                for label, _, _ in rows:
+                    res = dict(runs[label][-1])
+                    res["seconds"] = statistics.median(r["seconds"] for r in runs[label])
+                    res["peak_rss_gib"] = max(r["peak_rss_gib"] for r in runs[label])
                     ratios = "| | |"
                     if args.compare and base is None:
                         base = res

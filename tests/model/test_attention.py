@@ -18,7 +18,7 @@ def test_strided_token_is_mod_p_lattice() -> None:
     x = torch.randn(1, 2, 8, 8, 8)
     a, b, c = 1, 2, 3
     token = to_tokens(x, 4, "strided")[0, a * 16 + b * 4 + c]
-    assert torch.equal(token, x[0, :, a::4, b::4, c::4].reshape(-1))
+    assert torch.equal(token, x[0, :, a::4, b::4, c::4].movedim(0, -1).reshape(-1))
     assert torch.allclose(
         token_means(x, 4, "strided")[0, a * 16 + b * 4 + c],
         x[0, :, a::4, b::4, c::4].mean((1, 2, 3)),
@@ -28,7 +28,7 @@ def test_strided_token_is_mod_p_lattice() -> None:
 def test_contiguous_token_is_block() -> None:
     x = torch.randn(1, 2, 8, 8, 8)
     token = to_tokens(x, 4, "contiguous")[0, 1 * 16 + 2 * 4 + 3]
-    assert torch.equal(token, x[0, :, 2:4, 4:6, 6:8].reshape(-1))
+    assert torch.equal(token, x[0, :, 2:4, 4:6, 6:8].movedim(0, -1).reshape(-1))
 
 
 def test_sincos_rows() -> None:

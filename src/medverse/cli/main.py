@@ -372,7 +372,9 @@ def predict(
     ),
     device: Device = typer.Option(Device.cpu, help="Where the network runs."),
     context_batch: int = typer.Option(2, help="Contexts per mini-batch (memory knob)."),
-    sw_batch_size: int = typer.Option(1, help="Windows per network call (memory knob)."),
+    sw_batch_size: int = typer.Option(
+        1, help="Windows per network call on an accelerator (memory knob; CPU: one at a time)."
+    ),
     overlap: float = typer.Option(0.1, help="Sliding-window overlap."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Report each level."),
 ) -> None:

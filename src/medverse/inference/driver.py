@@ -77,7 +77,8 @@ class InferenceConfig:
         compat: ``"medverse"`` (per-axis levels, never squash) or ``"released"`` (the authors'
             level plan including the squash of thin levels to ``W**3``).
         overlap: sliding-window overlap (released: 0.1).
-        sw_batch_size: windows per network call (more is faster on CPU, costs memory).
+        sw_batch_size: windows per predictor call (on an accelerator one network call; on the
+            CPU the network runs them one at a time, which is faster there).
         context_batch: contexts per mini-batch inside the network (memory knob; None = all).
         sigma_scale: Gaussian blending sigma as a fraction of the window (released: 0.125).
         progress: tqdm bar over the windows of each level.

@@ -37,7 +37,10 @@ def predict_window(
 ) -> torch.Tensor:
     """Predict ``K`` outputs (classes) for windows of one target.
 
-    The target encoder runs once; the context U-Net and decoder run once per class.
+    The target encoder runs once; the context U-Net and decoder run once per class. On the CPU
+    the windows run one at a time: there a batch of windows is slower per window than one
+    window (its feature maps outgrow the caches, and at 64^3 and more the allocator maps fresh
+    pages for every layer's output), while on an accelerator they run as one batch.
 
     Args:
         net: the network.
@@ -55,6 +58,23 @@ def predict_window(
     """
     if guided and (ar_in is None or ar_out is None):
         raise ValueError("a guided call needs the AR pair (target, prior) as ar_in and ar_out")
+    if target.device.type == "cpu" and target.shape[0] > 1:
+        windows = range(target.shape[0])
+        return torch.cat(
+            [
+                predict_window(
+                    net,
+                    target[i : i + 1],
+                    context_in[i : i + 1],
+                    context_out[i : i + 1],
+                    None if ar_in is None else ar_in[i : i + 1],
+                    None if ar_out is None else ar_out[i : i + 1],
+                    context_batch=context_batch,
+                    guided=guided,
+                )
+                for i in windows
+            ]
+        )
     state = net.encode_target(target)
     outputs = []
     for k in range(context_out.shape[2]):

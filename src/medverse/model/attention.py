@@ -9,7 +9,10 @@ Token layouts:
     * ``strided`` (released code): token ``(a, b, c)`` holds the voxels whose coordinates are
       ``≡ (a, b, c) mod p``: an interleaved lattice over the whole window.
     * ``contiguous`` (the paper's description): token ``(a, b, c)`` is the ``(a, b, c)``-th block.
-In both, the token index is ``a * p**2 + b * p + c``.
+In both, the token index is ``a * p**2 + b * p + c``. Inside a token the voxels come in
+``(i, j, k)`` order with the channels innermost (channels-last), the memory order of the
+channels-last feature maps the network runs on, so that splitting into tokens and scattering
+back are one copy each and the attention output is channels-last too.
 """
 
 from __future__ import annotations
@@ -24,34 +27,41 @@ __all__ = ["BlockwiseCrossAttention", "sincos_3d", "to_tokens", "from_tokens"]
 
 _PATTERNS = {
     # voxel index along an axis = i * p + a  ->  token a holds coordinates ≡ a (mod p)
-    "strided": "n c (i a) (j b) (k d) -> n (a b d) (c i j k)",
+    "strided": "n (i a) (j b) (k d) c -> n (a b d) (i j k c)",
     # voxel index along an axis = a * (X/p) + i  ->  token a holds the a-th contiguous block
-    "contiguous": "n c (a i) (b j) (d k) -> n (a b d) (c i j k)",
+    "contiguous": "n (a i) (b j) (d k) c -> n (a b d) (i j k c)",
 }
 
 
 def to_tokens(x: torch.Tensor, patches: int, layout: str) -> torch.Tensor:
-    """Split ``(N, C, X, Y, Z)`` into ``(N, p**3, C * X*Y*Z / p**3)`` tokens, channel-major."""
-    return rearrange(x, _PATTERNS[layout], a=patches, b=patches, d=patches)
+    """Split ``(N, C, X, Y, Z)`` into ``(N, p**3, X*Y*Z / p**3 * C)`` tokens, channels innermost."""
+    return rearrange(x.movedim(1, -1), _PATTERNS[layout], a=patches, b=patches, d=patches)
 
 
 def from_tokens(tokens: torch.Tensor, shape: torch.Size, patches: int, layout: str) -> torch.Tensor:
-    """Inverse of :func:`to_tokens` for a feature map of ``shape`` ``(N, C, X, Y, Z)``."""
+    """Inverse of :func:`to_tokens` for a feature map of ``shape`` ``(N, C, X, Y, Z)``.
+
+    The result is channels-last in memory (``torch.channels_last_3d``)."""
     src, dst = _PATTERNS[layout].split(" -> ")
     p = patches
-    return rearrange(
+    voxels = rearrange(
         tokens, f"{dst} -> {src}", a=p, b=p, d=p, c=shape[1], i=shape[2] // p, j=shape[3] // p
     )
+    return voxels.movedim(-1, 1)
 
 
 def token_means(x: torch.Tensor, patches: int, layout: str) -> torch.Tensor:
-    """Per-channel mean of every token: ``(N, C, X, Y, Z) -> (N, p**3, C)``."""
+    """Per-channel mean of every token: ``(N, C, X, Y, Z) -> (N, p**3, C)`` (no copy of ``x``)."""
+    src = _PATTERNS[layout].split(" -> ")[0]
+    axes = src.replace("(", "").replace(")", "").split()  # in memory order, e.g. n i a j b k d c
     p = patches
-    if layout == "strided":
-        pattern = "n c (i a) (j b) (k d) -> n (a b d) c (i j k)"
-    else:
-        pattern = "n c (a i) (b j) (d k) -> n (a b d) c (i j k)"
-    return rearrange(x, pattern, a=p, b=p, d=p).mean(dim=-1)
+    sums = rearrange(x.movedim(1, -1), f"{src} -> {' '.join(axes)}", a=p, b=p, d=p)  # a view
+    # one axis at a time, in memory order: on the CPU ~10x faster than one three-axis reduction
+    for axis in "ijk":
+        sums = sums.sum(dim=axes.index(axis))
+        axes.remove(axis)
+    count = x.shape[2] * x.shape[3] * x.shape[4] // p**3
+    return rearrange(sums, f"{' '.join(axes)} -> n (a b d) c") / count
 
 
 def sincos_3d(patches: int, width: int) -> torch.Tensor:
@@ -99,7 +109,7 @@ class BlockwiseCrossAttention(nn.Module):
         return self.k_proj(token_means(x, self.patches, self.layout)) + position
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, X, Y, Z) -> (N, p**3, C*X*Y*Z/p**3)``: the token's voxels, unprojected."""
+        """``(N, C, X, Y, Z) -> (N, p**3, X*Y*Z/p**3*C)``: the token's voxels, unprojected."""
         return to_tokens(x, self.patches, self.layout)
 
     def attend(
@@ -118,7 +128,7 @@ class BlockwiseCrossAttention(nn.Module):
             shape: ``(N*G, C, X, Y, Z)`` of the output feature map.
 
         Returns:
-            ``(N*G, C, X, Y, Z)``.
+            ``(N*G, C, X, Y, Z)``, channels-last in memory.
         """
         logits = torch.einsum("ngqw,nkw->ngqk", queries, keys) * self.scale
         out = torch.einsum("ngqk,nkd->ngqd", logits.softmax(dim=-1), values)

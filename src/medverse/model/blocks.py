@@ -9,25 +9,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResidualUnit", "Downsample", "UpsampleMerge", "conv1x1", "upsample2x"]
+__all__ = ["ResidualUnit", "Downsample", "UpsampleMerge", "channel_mix", "conv1x1", "upsample2x"]
+
+
+def channel_mix(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A 1x1x1 convolution as one matmul over the channels: ``(N, C, X, Y, Z) -> (N, C', X, Y, Z)``.
+
+    Args:
+        x: the feature map; channels-last in memory (``torch.channels_last_3d``, as every map
+            the network makes) it is read without a copy.
+        weight: ``(C', C)``.
+        bias: ``(C',)`` or None.
+
+    Returns:
+        The result, channels-last in memory.
+    """
+    return F.linear(x.movedim(1, -1), weight, bias).movedim(-1, 1)
 
 
 class Pointwise(nn.Conv3d):
-    """A 1x1x1 convolution computed as a channel matmul.
+    """A 1x1x1 convolution computed as a channel matmul (:func:`channel_mix`).
 
     Same parameters (and state-dict keys) as ``nn.Conv3d(kernel_size=1)``; on CPU PyTorch runs
     small-channel 1x1x1 Conv3d through a slow fallback, while the matmul takes the BLAS path.
+    Its output is channels-last in memory, so from the input embeddings on every feature map
+    of the network is, and oneDNN runs the 3x3x3 convolutions on such maps about twice as fast
+    as on channels-first ones.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.flatten(1)
-        out = torch.matmul(weight, x.flatten(2))
-        if self.bias is not None:
-            out = out + self.bias[:, None]
-        return out.view(x.shape[0], -1, *x.shape[2:])
+        return channel_mix(x, self.weight.flatten(1), self.bias)
+
+    def split_weight(self, *in_channels: int) -> tuple[torch.Tensor, ...]:
+        """``(C', C)`` weight cut into the column blocks of concatenated inputs of these widths.
+
+        ``self(torch.cat(parts, dim=1))`` equals the sum of ``channel_mix(part, block)``
+        (plus the bias once), without building the concatenation."""
+        return self.weight.flatten(1).split(list(in_channels), dim=1)
 
 
 def conv1x1(in_channels: int, out_channels: int) -> nn.Conv3d:
@@ -77,7 +100,9 @@ class ResidualUnit(nn.Module):
         self.layers = nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(x + self.layers(x))
+        out = self.layers(x)
+        out += x  # in place: the convolution's backward does not need its output
+        return F.gelu(out)
 
 
 class Downsample(Conv3d):
@@ -95,6 +120,11 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 class UpsampleMerge(Pointwise):
     """Up-sample ``x`` (trilinear x2), concatenate the skip after it, merge with a 1x1x1 conv.
 
+    Computed as ``upsample2x(W_x x) + W_skip skip + b``: the 1x1x1 convolution and the
+    trilinear up-sampling commute (both linear, and the interpolation weights sum to one), so
+    the coarse input is mixed down to the output width before it is up-sampled, and the
+    concatenation is never built.
+
     Args:
         in_channels: channels of the coarse input ``x``.
         skip_channels: channels of the skip feature (the output width too).
@@ -102,6 +132,10 @@ class UpsampleMerge(Pointwise):
 
     def __init__(self, in_channels: int, skip_channels: int) -> None:
         super().__init__(in_channels + skip_channels, skip_channels)
+        self.split = (in_channels, skip_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(torch.cat([upsample2x(x), skip], dim=1))
+        weight_x, weight_skip = self.split_weight(*self.split)
+        out = channel_mix(skip, weight_skip, self.bias)
+        out += upsample2x(channel_mix(x, weight_x))
+        return out

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medverse.model.attention import BlockwiseCrossAttention
-from medverse.model.blocks import ResidualUnit, conv1x1
+from medverse.model.blocks import ResidualUnit, channel_mix, conv1x1
 
 __all__ = ["FusionBlock", "KeyValues"]
 
@@ -79,5 +79,12 @@ class FusionBlock(nn.Module):
         queries = self.cross_attention.queries(x, query_position)
         queries = queries.unflatten(0, (-1, num_groups))
         attn = self.cross_attention.attend(queries, *key_values, shape=x.shape)
-        merged = torch.cat([attn, x] if self.attention_first else [x, attn], dim=1)
-        return F.gelu(x + self.final_conv(merged))
+        # final_conv of the concatenation [attn, x] (or [x, attn]) without building it
+        channels = x.shape[1]
+        weight_attn, weight_x = self.final_conv.split_weight(channels, channels)
+        if not self.attention_first:
+            weight_x, weight_attn = weight_attn, weight_x
+        merged = channel_mix(attn, weight_attn, self.final_conv.bias)
+        merged += channel_mix(x, weight_x)
+        merged += x
+        return F.gelu(merged)

@@ -9,6 +9,7 @@ Shapes: ``B`` batch (windows), ``L`` contexts, ``C`` channels, ``X Y Z`` spatial
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,14 @@ class ResidualStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.res(x)
+
+
+def _sum_groups(x: torch.Tensor, group: int) -> torch.Tensor:
+    """``(B*G, ...) -> (B, ...)``: the sum of each run of ``G`` consecutive items.
+
+    Added one item at a time: on the CPU several times faster than ``sum(dim=1)`` over the
+    unflattened groups."""
+    return functools.reduce(torch.add, x.unflatten(0, (-1, group)).unbind(1))
 
 
 def _zero_conv1x1(channels: int) -> nn.Conv3d:
@@ -353,7 +362,7 @@ class MedverseNet(nn.Module):
                 feats = self.context_unet(
                     pairs.flatten(0, 1), state.key_values, position, group, embedding
                 )
-                chunk = [f.unflatten(0, (-1, group)).sum(dim=1) for f in feats]
+                chunk = [_sum_groups(f, group) for f in feats]
             if track_grad and last and len(starts) > 1:
                 k = len(starts)
                 chunk = [k * c - (k - 1) * c.detach() for c in chunk]
