@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from medverse.data.augment import RandomIntensityAugmentation, RandomSpatialAugmentation
-from medverse.data.datasets import Case, DatasetMix, InMemoryDataset, NnUNetDataset
+from medverse.data.cases import Case
+from medverse.data.datasets import DatasetMix, InMemoryDataset
 from medverse.data.degradations import ENHANCEMENT_OPS, default_enhancements
 from medverse.data.episodes import (
     Episode,
@@ -20,6 +21,7 @@ from medverse.data.episodes import (
     collate_episodes,
     rotate,
 )
+from medverse.data.nnunet_raw import NnUNetDataset
 from medverse.data.phantoms import _minmax, make_subject
 from medverse.errors import InputError
 from medverse.types import TASK_FAMILIES

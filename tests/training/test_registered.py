@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from medverse.data.datasets import Case, InMemoryDataset
+from medverse.data.cases import Case
+from medverse.data.datasets import InMemoryDataset
 from medverse.data.episodes import EpisodeSampler
 from medverse.errors import InputError
 from medverse.registration import RegistrationCache

@@ -55,7 +55,8 @@ from .augment import (
     crop_or_resize_to_window,
     window_start,
 )
-from .datasets import Case, DatasetMix
+from .cases import Case
+from .datasets import DatasetMix
 from .degradations import _RandomOp, enhancement_ops
 from .phantoms import _minmax
 

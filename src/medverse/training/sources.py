@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def _synthetic_cases(source: DataSource, template: int) -> list:
     """Subjects as :func:`~medverse.data.synthesis.write_synthetic_dataset` draws them, then warped."""
     from medverse.data.augment import SpatialAugmentation
-    from medverse.data.datasets import Case
+    from medverse.data.cases import Case
     from medverse.data.synthesis import draw_anatomy, draw_intensity_table, make_subject
 
     seed = source.seed + template
@@ -72,7 +72,8 @@ def _synthetic_cases(source: DataSource, template: int) -> list:
 
 def _open_nnunet(source: DataSource, name: str | None, cases: list[str] | None) -> Any:
     """An :class:`~medverse.data.datasets.NnUNetDataset` for ``source`` (a subset of ``cases``)."""
-    from medverse.data.datasets import NnUNetDataset, PreprocessConfig
+    from medverse.data.nnunet_raw import NnUNetDataset
+    from medverse.data.preprocess import PreprocessConfig
 
     assert source.path is not None  # DataSource checks it for kind "nnunet"
     return NnUNetDataset(
