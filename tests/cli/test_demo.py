@@ -24,7 +24,7 @@ needs_weights = pytest.mark.skipif(
 def test_demo_writes_outputs_figures_page_and_scores(tmp_path) -> None:
     out = tmp_path / "demo"
     res = CliRunner().invoke(
-        app, ["demo", "--output", str(out), "--contexts", "2", "--spacing", "6"]
+        app, ["demo", "--output-dir", str(out), "--num-contexts", "2", "--spacing", "6"]
     )
     assert res.exit_code == 0, res.output
     assert "Dice" in res.output and "PSNR" in res.output and "total" in res.output
@@ -65,14 +65,14 @@ def test_demo_writes_outputs_figures_page_and_scores(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--contexts", "0"], "num_contexts must be in 1..16"),
+        (["--num-contexts", "0"], "num_contexts must be in 1..16"),
         (["--spacing", "0"], "spacing must be in"),
         (["--device", "gpu"], "device must be one of"),
-        (["--output", "/nonexistent/dir/demo"], "does not exist"),
+        (["--output-dir", "/nonexistent/dir/demo"], "does not exist"),
     ],
 )
 def test_demo_bad_settings_fail_with_one_line(tmp_path, args, message) -> None:
-    full = ["demo", "--output", str(tmp_path / "d"), *args]
+    full = ["demo", "--output-dir", str(tmp_path / "d"), *args]
     res = CliRunner().invoke(app, full)
     assert res.exit_code == 1
     assert message in res.output

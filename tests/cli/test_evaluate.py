@@ -25,9 +25,9 @@ def test_evaluate_baselines_twice_identical(tmp_path) -> None:
         "brain_mask,denoise_gaussian",
         "--no-progress",
     ]
-    first = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    first = runner.invoke(app, [*args, "--output-dir", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
-    second = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    second = runner.invoke(app, [*args, "--output-dir", str(tmp_path / "b")])
     assert second.exit_code == 0, second.output
     for name in ("cases.csv", "summary.md"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -36,14 +36,14 @@ def test_evaluate_baselines_twice_identical(tmp_path) -> None:
 
 
 def test_evaluate_rejects_unknown_method(tmp_path) -> None:
-    res = CliRunner().invoke(app, ["evaluate", "--out", str(tmp_path / "r"), "--methods", "magic"])
+    res = CliRunner().invoke(app, ["evaluate", "--output-dir", str(tmp_path / "r"), "--methods", "magic"])
     assert res.exit_code == 1 and "unknown methods" in res.output
 
 
 def test_evaluate_spacing_builds_the_kit_over_the_same_field_of_view(tmp_path) -> None:
     import json
 
-    args = ["evaluate", "--out", str(tmp_path / "r"), "--subjects", "2", "--spacing", "8"]
+    args = ["evaluate", "--output-dir", str(tmp_path / "r"), "--subjects", "2", "--spacing", "8"]
     args += ["--methods", "context_mean", "-k", "1", "-n", "1", "--tasks", "brain_mask"]
     res = CliRunner().invoke(app, [*args, "--no-progress"])
     assert res.exit_code == 0, res.output
@@ -53,7 +53,7 @@ def test_evaluate_spacing_builds_the_kit_over_the_same_field_of_view(tmp_path) -
 
 
 def test_evaluate_rejects_a_bad_spacing(tmp_path) -> None:
-    res = CliRunner().invoke(app, ["evaluate", "--out", str(tmp_path / "r"), "--spacing", "0"])
+    res = CliRunner().invoke(app, ["evaluate", "--output-dir", str(tmp_path / "r"), "--spacing", "0"])
     assert res.exit_code == 1 and "spacing must be a positive number" in res.output
 
 
@@ -75,7 +75,7 @@ def test_evaluate_model_with_and_without_calibration(tmp_path) -> None:
     psnr = {}
     for flag in ("--calibrate", "--no-calibrate"):
         out = tmp_path / flag.strip("-")
-        res = CliRunner().invoke(app, [*args, flag, "--out", str(out)])
+        res = CliRunner().invoke(app, [*args, flag, "--output-dir", str(out)])
         assert res.exit_code == 0, res.output
         rows = list(csv.DictReader((out / "cases.csv").open()))
         psnr[flag] = {
@@ -105,7 +105,7 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
     args = ["evaluate", "--subjects", "3", "--spacing", "8", "--methods", methods]
     args += ["--model", str(tmp_path / "tiny"), "-k", "2", "-n", "1", "--align", "deformable"]
     args += ["--tasks", "brain_mask", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
-    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r")])
+    res = CliRunner().invoke(app, [*args, "--output-dir", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader((tmp_path / "r" / "cases.csv").open()))
     dice: dict[str, list[float]] = {}
@@ -119,7 +119,7 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
     assert any((tmp_path / "cache").rglob("*"))  # registrations shared through the disk cache
     # the default --align auto is the guided segmentation for a gated network
     auto_args = [a for a in args if a not in ("--align", "deformable")]
-    res = CliRunner().invoke(app, [*auto_args, "--out", str(tmp_path / "auto")])
+    res = CliRunner().invoke(app, [*auto_args, "--output-dir", str(tmp_path / "auto")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "auto" / "cases.csv").read_text() == (
         tmp_path / "r" / "cases.csv"
@@ -130,7 +130,7 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
 def test_evaluate_guided_parts_need_align_deformable(tmp_path) -> None:
     import subprocess
 
-    cmd = ["medverse", "evaluate", "--out", str(tmp_path / "r"), "--methods", "medverse_fusion"]
+    cmd = ["medverse", "evaluate", "--output-dir", str(tmp_path / "r"), "--methods", "medverse_fusion"]
     res = subprocess.run([*cmd, "--align", "none"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--align deformable" in res.stderr
     assert "Traceback" not in res.stderr
@@ -150,7 +150,7 @@ def test_evaluate_auto_guided_parts_need_a_gated_model(tmp_path) -> None:
     torch.manual_seed(0)
     config = ModelConfig(channels=(2, 4, 4), window=16)  # no prior gate: auto is unguided
     save_model(tmp_path / "tiny", MedverseNet(config).state_dict(), config, source="test")
-    cmd = ["medverse", "evaluate", "--out", str(tmp_path / "r"), "--model", str(tmp_path / "tiny")]
+    cmd = ["medverse", "evaluate", "--output-dir", str(tmp_path / "r"), "--model", str(tmp_path / "tiny")]
     res = subprocess.run(
         [*cmd, "--methods", "medverse,medverse_network"],
         capture_output=True,

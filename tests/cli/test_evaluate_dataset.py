@@ -77,7 +77,7 @@ def test_evaluate_dataset_writes_the_kit_report(tmp_path) -> None:
             app,
             ["evaluate", "--dataset", str(folder), "--dataset-align", "physical",
              "--model", str(tmp_path / "model"), "--methods", "medverse,context_mean,identity",
-             "-k", "2", "-n", "1", "--no-progress", "--out", str(out)],
+             "-k", "2", "-n", "1", "--no-progress", "--output-dir", str(out)],
         )  # fmt: skip
         assert res.exit_code == 0, res.output
         for file in ("index.html", "cases.csv", "summary.md"):
@@ -93,6 +93,6 @@ def test_evaluate_dataset_writes_the_kit_report(tmp_path) -> None:
 
 def test_evaluate_dataset_errors(tmp_path) -> None:
     res = CliRunner().invoke(
-        app, ["evaluate", "--dataset", str(tmp_path), "--out", str(tmp_path / "r")]
+        app, ["evaluate", "--dataset", str(tmp_path), "--output-dir", str(tmp_path / "r")]
     )
     assert res.exit_code == 1 and "nnU-Net raw folder" in res.output

@@ -36,7 +36,7 @@ def test_readme_quick_start_runs_the_demo(tmp_path) -> None:
     block = _block("## Quick start")
     assert 'pip install -e ".[dev]"' in block and "python -m pytest -q" in block
     args = _args(block, "demo")
-    out_index = args.index("--output") + 1
+    out_index = args.index("--output-dir") + 1
     args[out_index] = str(tmp_path / args[out_index])
     res = CliRunner().invoke(app, ["demo", *args])
     assert res.exit_code == 0, res.output

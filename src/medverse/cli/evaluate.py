@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from medverse.cli.options import CACHE_DIR, NO_CACHE, registration_cache
+from medverse.cli.options import CACHE_DIR, NO_CACHE, old_spelling, registration_cache, spelled
 
 __all__ = ["evaluate"]
 
@@ -23,10 +23,16 @@ METHODS = (
     "identity",
 )
 
+OLD_OUT = old_spelling("--out", "--output-dir")
+
 
 def evaluate(
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Report folder (created; its parent must exist)."
+    ctx: typer.Context,
+    output_dir: Path = typer.Option(
+        None,
+        "--output-dir",
+        "-o",
+        help="Report folder (created; its parent must exist).  [required]",
     ),
     kit: bool = typer.Option(
         True, "--kit/--no-kit", help="Use the real-anatomy kit (MNI152 + AAL3)."
@@ -96,16 +102,23 @@ def evaluate(
         "medverse predict --refine). Prints the fine windows run and skipped.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    old_out: Path = OLD_OUT,
 ) -> None:
     """Score medverse and baselines on held-out targets: k contexts x n seeded draws.
 
     \b
     Example:
-      medverse evaluate --out report/ --model medverse-small --spacing 3.5
-      medverse evaluate --out r/ --model medverse-small --methods medverse,joint_label_fusion
-      medverse evaluate --out report/ --model medverse-small --dataset Dataset001_Liver/
+      medverse evaluate --output-dir report/ --model medverse-small --spacing 3.5
+      medverse evaluate --output-dir r/ --model medverse-small --methods medverse,joint_label_fusion
+      medverse evaluate --output-dir report/ --model medverse-small --dataset Dataset001_Liver/
     """
+    out = spelled(ctx, output_dir, old_out, new="--output-dir", old="--out")
+    if out is None:
+        ctx.fail("Missing option '--output-dir' / '-o'.")
     from medverse.errors import InputError
+
+    if not out.parent.is_dir():
+        raise InputError(f"'{out}': parent folder '{out.parent}' does not exist")
     from medverse.evaluation import (
         KitConfig,
         build_kit,
@@ -124,8 +137,6 @@ def evaluate(
     from medverse.inference.driver import REFINE_MODES
     from medverse.registration import ENGINES
 
-    if not out.parent.is_dir():
-        raise InputError(f"'{out}': parent folder '{out.parent}' does not exist")
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(METHODS))
     if unknown:

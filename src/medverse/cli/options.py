@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from medverse.registration import RegistrationCache
 
-__all__ = ["CACHE_DIR", "NO_CACHE", "registration_cache"]
+__all__ = ["CACHE_DIR", "NO_CACHE", "old_spelling", "registration_cache", "spelled"]
+
+T = TypeVar("T")
 
 CACHE_DIR = typer.Option(
     None,
@@ -26,3 +28,47 @@ def registration_cache(cache_dir: Path | None, no_cache: bool) -> RegistrationCa
     from medverse.registration import RegistrationCache, default_cache_dir
 
     return None if no_cache else RegistrationCache(cache_dir or default_cache_dir())
+
+
+# One spelling per concept across commands: a count of contexts is --num-contexts (-k), an output
+# folder is --output-dir (-o where the command had it). The spellings they replace stay for one
+# release as hidden options; the command hands both values to :func:`spelled`.
+
+
+def old_spelling(old: str, new: str) -> Any:
+    """A hidden option ``old``: the previous spelling of ``new``, kept for one release."""
+    return typer.Option(None, old, hidden=True, help=f"Old spelling of {new}.")
+
+
+def spelled(
+    ctx: typer.Context,
+    value: T,
+    old_value: T | None,
+    *,
+    new: str,
+    old: str,
+    default: T | None = None,
+) -> T:
+    """The value of option ``new``, or of its old spelling ``old`` when only that one was given.
+
+    Args:
+        ctx: the command's context (for the usage error).
+        value: what ``new`` received (``default`` when it was not given).
+        old_value: what ``old`` received (``None`` when it was not given).
+        new: the option's name, for the messages.
+        old: the old spelling's name.
+        default: ``new``'s default.
+
+    Returns:
+        ``old_value`` when the old spelling was given (a warning on stderr names ``new``), else
+        ``value``.
+
+    Raises:
+        click.UsageError: both spellings given with different values (exit code 2).
+    """
+    if old_value is None:
+        return value
+    if value != default and value != old_value:
+        ctx.fail(f"{old} is the old spelling of {new}: give one of them")
+    typer.echo(f"warning: {old} is now {new}; the old spelling goes in the next release", err=True)
+    return old_value
