@@ -36,7 +36,9 @@ def test_evaluate_baselines_twice_identical(tmp_path) -> None:
 
 
 def test_evaluate_rejects_unknown_method(tmp_path) -> None:
-    res = CliRunner().invoke(app, ["evaluate", "--output-dir", str(tmp_path / "r"), "--methods", "magic"])
+    res = CliRunner().invoke(
+        app, ["evaluate", "--output-dir", str(tmp_path / "r"), "--methods", "magic"]
+    )
     assert res.exit_code == 1 and "unknown methods" in res.output
 
 
@@ -53,7 +55,9 @@ def test_evaluate_spacing_builds_the_kit_over_the_same_field_of_view(tmp_path) -
 
 
 def test_evaluate_rejects_a_bad_spacing(tmp_path) -> None:
-    res = CliRunner().invoke(app, ["evaluate", "--output-dir", str(tmp_path / "r"), "--spacing", "0"])
+    res = CliRunner().invoke(
+        app, ["evaluate", "--output-dir", str(tmp_path / "r"), "--spacing", "0"]
+    )
     assert res.exit_code == 1 and "spacing must be a positive number" in res.output
 
 
@@ -130,7 +134,14 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
 def test_evaluate_guided_parts_need_align_deformable(tmp_path) -> None:
     import subprocess
 
-    cmd = ["medverse", "evaluate", "--output-dir", str(tmp_path / "r"), "--methods", "medverse_fusion"]
+    cmd = [
+        "medverse",
+        "evaluate",
+        "--output-dir",
+        str(tmp_path / "r"),
+        "--methods",
+        "medverse_fusion",
+    ]
     res = subprocess.run([*cmd, "--align", "none"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--align deformable" in res.stderr
     assert "Traceback" not in res.stderr
@@ -150,7 +161,14 @@ def test_evaluate_auto_guided_parts_need_a_gated_model(tmp_path) -> None:
     torch.manual_seed(0)
     config = ModelConfig(channels=(2, 4, 4), window=16)  # no prior gate: auto is unguided
     save_model(tmp_path / "tiny", MedverseNet(config).state_dict(), config, source="test")
-    cmd = ["medverse", "evaluate", "--output-dir", str(tmp_path / "r"), "--model", str(tmp_path / "tiny")]
+    cmd = [
+        "medverse",
+        "evaluate",
+        "--output-dir",
+        str(tmp_path / "r"),
+        "--model",
+        str(tmp_path / "tiny"),
+    ]
     res = subprocess.run(
         [*cmd, "--methods", "medverse,medverse_network"],
         capture_output=True,
