@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from medverse.evaluation.kit import EvaluationKit, KitConfig, build_kit
-from medverse.evaluation.records import Case, TaskInfo
+from medverse.evaluation.records import EvaluationCase, TaskInfo
 
 SHAPE = (24, 26, 22)
 SPACING = (1.5, 1.0, 2.0)
@@ -60,7 +60,7 @@ class BallDataset:
     def describe(self) -> dict[str, object]:
         return {"name": "balls", "shape": list(SHAPE)}
 
-    def load_case(self, subject_id: str, task: str) -> Case:
+    def load_case(self, subject_id: str, task: str) -> EvaluationCase:
         if task not in self._tasks:
             raise KeyError(f"no task {task!r}")
         image, mask = self._data[subject_id]
@@ -75,7 +75,7 @@ class BallDataset:
             output = np.pad(output, 1)
         elif problem == "missing":
             output = None
-        return Case(subject_id, task, image, output, SPACING, np.diag([*SPACING, 1.0]))  # type: ignore[arg-type]
+        return EvaluationCase(subject_id, task, image, output, SPACING, np.diag([*SPACING, 1.0]))  # type: ignore[arg-type]
 
 
 @pytest.fixture

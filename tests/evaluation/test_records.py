@@ -48,3 +48,14 @@ def test_the_records_stay_importable_from_the_protocol_for_one_release() -> None
             assert getattr(evaluation, name) is getattr(records, name), name
     for name in ("evaluate", "draw_seed"):
         assert getattr(evaluation, name) is getattr(protocol, name), name
+
+
+def test_case_is_the_old_name_of_evaluation_case() -> None:
+    # two concepts, two names: data.cases.Case (a preprocessed training subject) and
+    # EvaluationCase (one subject's input and reference for one task); Case kept for one release
+    import medverse.evaluation as evaluation
+    from medverse.data.cases import Case as TrainingCase
+
+    assert records.Case is records.EvaluationCase is evaluation.EvaluationCase
+    assert evaluation.Case is records.EvaluationCase
+    assert TrainingCase is not records.EvaluationCase

@@ -62,7 +62,7 @@ from medverse.data.mni import (
     grid_affine,
 )
 from medverse.errors import InputError
-from medverse.evaluation.records import Case, TaskInfo
+from medverse.evaluation.records import EvaluationCase, TaskInfo
 from medverse.files import atomic_path, atomic_write_text
 
 __all__ = [
@@ -258,7 +258,7 @@ class EvaluationKit:
         """JSON-safe description (configuration, sources, tasks) for results and reports."""
         return _describe(self.config, self._tasks)
 
-    def load_case(self, subject_id: str, task: str) -> Case:
+    def load_case(self, subject_id: str, task: str) -> EvaluationCase:
         """Input and reference of one subject for one task.
 
         Raises:
@@ -277,7 +277,7 @@ class EvaluationKit:
             output = subject.image * subject.masks["brain_mask"]
         else:
             image, output = subject.inputs[task], subject.clean
-        return Case(subject_id, task, image, output, self.spacing, self.affine.copy())
+        return EvaluationCase(subject_id, task, image, output, self.spacing, self.affine.copy())
 
 
 # Subjects are made by medverse.data.mni.build_mni_subject, shared with training (which calls it
@@ -653,7 +653,7 @@ class KitFolder:
     def describe(self) -> dict[str, Any]:
         return {key: value for key, value in self.manifest.items() if key != "subjects"}
 
-    def load_case(self, subject_id: str, task: str) -> Case:
+    def load_case(self, subject_id: str, task: str) -> EvaluationCase:
         if task not in self._tasks:
             raise KeyError(f"the kit folder has no task {task!r}; it has {sorted(self._tasks)}")
         info = self._tasks[task]
@@ -664,7 +664,7 @@ class KitFolder:
         image, affine = _read_volume(image_path)
         output, _ = _read_volume(self.root / "labelsTs" / task / f"{subject_id}.nii.gz")
         spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-        return Case(subject_id, task, image, output, spacing, affine)  # type: ignore[arg-type]
+        return EvaluationCase(subject_id, task, image, output, spacing, affine)  # type: ignore[arg-type]
 
 
 def load_kit(path: str | os.PathLike[str]) -> KitFolder:

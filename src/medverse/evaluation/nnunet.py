@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from medverse.errors import InputError
-from medverse.evaluation.records import Case, TaskInfo
+from medverse.evaluation.records import EvaluationCase, TaskInfo
 
 __all__ = ["NnunetDataset", "DATASET_ALIGNMENTS"]
 
@@ -122,14 +122,14 @@ class NnunetDataset:
             "where grids differ)",
         }
 
-    def load_case(self, subject_id: str, task: str) -> Case:
+    def load_case(self, subject_id: str, task: str) -> EvaluationCase:
         if task not in self._tasks:
             raise KeyError(f"the dataset has no task {task!r}; it has {sorted(self._tasks)}")
         image, output, affine, _ = self._aligned(subject_id)
         if self.kind == "segmentation":
             output = (output == self._label_values[task]).astype(np.float32)
         spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-        return Case(subject_id, task, image, output, spacing, affine)  # type: ignore[arg-type]
+        return EvaluationCase(subject_id, task, image, output, spacing, affine)  # type: ignore[arg-type]
 
     # -- helpers ------------------------------------------------------------------------------
     def _paths(self, subject_id: str) -> tuple[Path, Path]:

@@ -19,7 +19,7 @@ Bad input never stops the run: a case whose reference is missing or on another g
 dataset cannot provide, too few subjects for the context size or a method that raises is recorded
 as ``status="failed"`` with the reason, logged, and the loop goes on.
 
-The records it fills (:class:`TaskInfo`, :class:`Case`, :class:`EvaluationDataset`,
+The records it fills (:class:`TaskInfo`, :class:`EvaluationCase`, :class:`EvaluationDataset`,
 :class:`CaseResult`, :class:`Example`, :class:`Results`, ``Method``) live in
 :mod:`medverse.evaluation.records`; they are re-exported here for one release.
 
@@ -46,6 +46,7 @@ from medverse.evaluation.metrics import score_image, score_segmentation
 from medverse.evaluation.records import (
     Case,
     CaseResult,
+    EvaluationCase,
     EvaluationDataset,
     Example,
     Method,
@@ -56,6 +57,7 @@ from medverse.types import TASK_FAMILIES
 
 __all__ = [
     "Case",
+    "EvaluationCase",
     "CaseResult",
     "EvaluationDataset",
     "Example",
@@ -99,7 +101,7 @@ def draw_seed(seed: int, task: str, target: str, draw: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def _check_case(case: Case, info: TaskInfo) -> None:
+def _check_case(case: EvaluationCase, info: TaskInfo) -> None:
     where = f"task {info.name!r}, subject {case.subject_id!r}"
     image = np.asarray(case.image)
     if image.ndim != 3:
@@ -122,7 +124,9 @@ def _method_families(method: Method) -> tuple[str, ...]:
     return tuple(getattr(method, "task_families", TASK_FAMILIES))
 
 
-def _score(info: TaskInfo, prediction: np.ndarray, case: Case) -> tuple[dict[str, float], str]:
+def _score(
+    info: TaskInfo, prediction: np.ndarray, case: EvaluationCase
+) -> tuple[dict[str, float], str]:
     if info.family == "segmentation":
         scores = score_segmentation(
             prediction > 0.5,
@@ -147,8 +151,8 @@ def _score(info: TaskInfo, prediction: np.ndarray, case: Case) -> tuple[dict[str
 
 def _load_cases(
     dataset: EvaluationDataset, task: str, info: TaskInfo
-) -> tuple[dict[str, Case], dict[str, str]]:
-    cases: dict[str, Case] = {}
+) -> tuple[dict[str, EvaluationCase], dict[str, str]]:
+    cases: dict[str, EvaluationCase] = {}
     problems: dict[str, str] = {}
     for subject in dataset.subject_ids:
         try:
@@ -163,7 +167,7 @@ def _load_cases(
     return cases, problems
 
 
-def _context_grid_problem(target: Case, contexts: Sequence[Case]) -> str | None:
+def _context_grid_problem(target: EvaluationCase, contexts: Sequence[EvaluationCase]) -> str | None:
     for case in contexts:
         if np.asarray(case.image).shape != np.asarray(target.image).shape:
             return (
@@ -351,8 +355,8 @@ def _failed_draws(
 
 def _run_draw(
     info: TaskInfo,
-    target: Case,
-    contexts: list[Case],
+    target: EvaluationCase,
+    contexts: list[EvaluationCase],
     methods: Mapping[str, Method],
     draw: int,
     seed_value: int,

@@ -1,6 +1,6 @@
 """The records of the held-out protocol: tasks, cases, results per case and per run.
 
-:class:`TaskInfo` (what a task is), :class:`Case` (one subject's input and reference for one
+:class:`TaskInfo` (what a task is), :class:`EvaluationCase` (one subject's input and reference for one
 task), :class:`EvaluationDataset` (what :func:`~medverse.evaluation.protocol.evaluate` needs from a
 dataset), :class:`CaseResult` (one scored (task, target, draw, method)), :class:`Example` (slices
 kept for the report's figures) and :class:`Results` (everything one run produced), plus the
@@ -24,6 +24,7 @@ from medverse.types import TASK_FAMILIES
 __all__ = [
     "Case",
     "CaseResult",
+    "EvaluationCase",
     "EvaluationDataset",
     "Example",
     "Method",
@@ -66,8 +67,12 @@ class TaskInfo:
 
 
 @dataclass(frozen=True, eq=False)
-class Case:
+class EvaluationCase:
     """One subject's input and reference output for one task.
+
+    Named apart from :class:`medverse.data.cases.Case`, one preprocessed training subject with
+    all its channels and labels; this is one (subject, task) of an evaluation dataset. ``Case``
+    is its old name, kept for one release.
 
     Args:
         subject_id: subject name.
@@ -86,6 +91,10 @@ class Case:
     affine: np.ndarray
 
 
+#: Old name of :class:`EvaluationCase`, kept for one release.
+Case = EvaluationCase
+
+
 @runtime_checkable
 class EvaluationDataset(Protocol):
     """What :func:`~medverse.evaluation.protocol.evaluate` needs from a dataset (the in-memory kit and kit folders provide it)."""
@@ -96,7 +105,7 @@ class EvaluationDataset(Protocol):
     @property
     def tasks(self) -> Mapping[str, TaskInfo]: ...
 
-    def load_case(self, subject_id: str, task: str) -> Case: ...
+    def load_case(self, subject_id: str, task: str) -> EvaluationCase: ...
 
 
 @dataclass
