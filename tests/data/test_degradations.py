@@ -13,13 +13,13 @@ from medverse.data.degradations import (
     BiasField,
     GaussianNoise,
     Inpainting,
-    LowResolution,
     RandomBiasField,
     RandomGaussianNoise,
     RandomInpainting,
-    RandomLowResolution,
     RandomSaltAndPepper,
+    RandomSuperResolution,
     SaltAndPepper,
+    SuperResolution,
     default_enhancements,
     enhancement_ops,
 )
@@ -62,7 +62,7 @@ def test_enhancement_ops_take_names_or_parameter_ranges() -> None:
     assert 0.01 <= min(stds) and max(stds) <= 0.02  # the default range is 0.03-0.2
     assert enhancement_ops({"super_resolution": {"factor": 3, "axes": [2]}})[
         "super_resolution"
-    ].draw(rng) == LowResolution(axis=2, factor=3.0)
+    ].draw(rng) == SuperResolution(axis=2, factor=3.0)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def high_frequency_fraction(volume: np.ndarray, axis: int) -> float:
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_low_resolution_removes_high_frequencies_along_its_axis(axis: int) -> None:
     image = np.random.default_rng(0).uniform(0, 1, SHAPE).astype(np.float32)  # white: flat spectrum
-    degraded = LowResolution(axis=axis, factor=3.0)(image)
+    degraded = SuperResolution(axis=axis, factor=3.0)(image)
     assert degraded.shape == image.shape
     assert high_frequency_fraction(image, axis) == pytest.approx(0.5, abs=0.05)
     assert high_frequency_fraction(degraded, axis) < 0.1
@@ -149,7 +149,7 @@ def test_fix_strength_keeps_level_and_varies_realisation() -> None:
     noise = RandomGaussianNoise(std=(0.05, 0.2)).fix_strength(rng)
     a, b = noise.draw(rng), noise.draw(rng)
     assert a.std == b.std and a.seed != b.seed
-    sr = RandomLowResolution().fix_strength(rng)
+    sr = RandomSuperResolution().fix_strength(rng)
     assert sr.draw(rng) == sr.draw(rng)
     sp = RandomSaltAndPepper().fix_strength(rng)
     assert sp.draw(rng).amount == sp.draw(rng).amount
@@ -163,6 +163,20 @@ def test_random_op_ranges_are_checked() -> None:
     with pytest.raises(InputError, match="fraction"):
         RandomInpainting(fraction=(0.5, 1.2))
     with pytest.raises(InputError, match="axes"):
-        RandomLowResolution(axes=(3,))
+        RandomSuperResolution(axes=(3,))
     with pytest.raises(InputError, match="3-D"):
         GaussianNoise(std=0.1, seed=0)(np.zeros((4, 4)))
+
+
+def test_each_operation_is_named_after_its_task() -> None:
+    """Class name = ``name`` in CamelCase; ``LowResolution`` is the old name, kept for one release."""
+    import medverse.data
+    from medverse.data import degradations
+    from medverse.data.degradations import RANDOM_ENHANCEMENTS
+
+    for name, op in ENHANCEMENT_OPS.items():
+        assert op.__name__ == "".join(part.title() for part in name.split("_")), name
+        assert RANDOM_ENHANCEMENTS[name].__name__ == "Random" + op.__name__
+    assert degradations.LowResolution is SuperResolution is medverse.data.SuperResolution
+    assert degradations.RandomLowResolution is RandomSuperResolution
+    assert medverse.data.LowResolution is SuperResolution

@@ -3,9 +3,14 @@
 As in TorchIO, randomness is kept apart from the operation (METHOD.md §4): a ``Random*`` object
 draws parameters from a :class:`numpy.random.Generator` and returns a frozen, deterministic
 operation (:class:`GaussianNoise`, :class:`SaltAndPepper`, :class:`BiasField`,
-:class:`Inpainting`, :class:`LowResolution`) whose fields are plain numbers, so
+:class:`Inpainting`, :class:`SuperResolution`) whose fields are plain numbers, so
 ``ENHANCEMENT_OPS[name](**dataclasses.asdict(op))`` replays it. :func:`enhancement_ops` builds the
 ``Random*`` objects of training from names and parameter ranges.
+
+Each operation makes the input of one enhancement task and is named after that task: its class
+name is its ``name`` in CamelCase (``SuperResolution.name == "super_resolution"``: it down-samples,
+and the task is to undo it). ``LowResolution`` and ``RandomLowResolution``, the old names of
+:class:`SuperResolution` and :class:`RandomSuperResolution`, are kept for one release.
 
 Enhancement operations expect a single 3-D volume ``(X, Y, Z)`` already scaled to ``[0, 1]``
 (noise standard deviations and fill values are on that scale) and return ``float32``.
@@ -37,7 +42,9 @@ __all__ = [
     "RandomInpainting",
     "RandomLowResolution",
     "RandomSaltAndPepper",
+    "RandomSuperResolution",
     "SaltAndPepper",
+    "SuperResolution",
     "default_enhancements",
     "enhancement_ops",
 ]
@@ -170,8 +177,10 @@ class Inpainting:
 
 
 @dataclass(frozen=True)
-class LowResolution:
+class SuperResolution:
     """Down-sample one axis by ``factor`` (area averaging, like a thick slice) and back (trilinear).
+
+    The input of the super-resolution task (was ``LowResolution``, kept as an alias).
 
     Uses MONAI ``Resize``; TorchIO's ``RandomAnisotropy`` does the same with SimpleITK
     (nearest-neighbour down-sampling) ten times slower at 128³.
@@ -328,8 +337,8 @@ class RandomInpainting(_RandomOp):
         )
 
 
-class RandomLowResolution(_RandomOp):
-    """Draw :class:`LowResolution`: one axis of ``axes``, ``factor ~ U(*factor)`` (default 2-4x)."""
+class RandomSuperResolution(_RandomOp):
+    """Draw :class:`SuperResolution`: one axis of ``axes``, ``factor ~ U(*factor)`` (default 2-4x)."""
 
     def __init__(
         self, factor: float | Sequence[float] = (2.0, 4.0), axes: Sequence[int] = (0, 1, 2)
@@ -339,19 +348,24 @@ class RandomLowResolution(_RandomOp):
         if not self.axes or any(a not in (0, 1, 2) for a in self.axes):
             raise InputError(f"axes must be a non-empty subset of (0, 1, 2), got {axes!r}")
 
-    def draw(self, rng: np.random.Generator) -> LowResolution:
+    def draw(self, rng: np.random.Generator) -> SuperResolution:
         axis = self.axes[int(rng.integers(len(self.axes)))]
-        return LowResolution(axis=axis, factor=float(rng.uniform(*self.factor)))
+        return SuperResolution(axis=axis, factor=float(rng.uniform(*self.factor)))
 
-    def fix_strength(self, rng: np.random.Generator) -> RandomLowResolution:
+    def fix_strength(self, rng: np.random.Generator) -> RandomSuperResolution:
         """Same axis and factor for every member (the task is 'undo this down-sampling')."""
         op = self.draw(rng)
-        return RandomLowResolution(factor=op.factor, axes=(op.axis,))
+        return RandomSuperResolution(factor=op.factor, axes=(op.axis,))
+
+
+#: Old names of :class:`SuperResolution` and :class:`RandomSuperResolution`, for one release.
+LowResolution = SuperResolution
+RandomLowResolution = RandomSuperResolution
 
 
 #: Deterministic operation class per enhancement task name; ``ENHANCEMENT_OPS[name](**params)``.
 ENHANCEMENT_OPS: dict[str, type] = {
-    op.name: op for op in (GaussianNoise, SaltAndPepper, BiasField, Inpainting, LowResolution)
+    op.name: op for op in (GaussianNoise, SaltAndPepper, BiasField, Inpainting, SuperResolution)
 }
 
 
@@ -361,7 +375,7 @@ RANDOM_ENHANCEMENTS: dict[str, type[_RandomOp]] = {
     "salt_and_pepper": RandomSaltAndPepper,
     "bias_field": RandomBiasField,
     "inpainting": RandomInpainting,
-    "super_resolution": RandomLowResolution,
+    "super_resolution": RandomSuperResolution,
 }
 
 
