@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +36,7 @@ def test_default_rule(x: int, y: int, z: int, window: int) -> None:
 @settings(max_examples=300, deadline=None)
 @given(sizes, sizes, sizes)
 def test_released_rule(x: int, y: int, z: int) -> None:
-    plan = plan_levels((x, y, z), 128, rule="released")
+    plan = plan_levels((x, y, z), 128, level_rule="released")
     t = plan.num_levels
     assert t == max(1, math.ceil(math.log2(max(x, y, z, 1) / 128)) + 1)
     assert all(p % 2 ** (t - 1) == 0 and p >= n for p, n in zip(plan.padded_shape, (x, y, z)))
@@ -51,5 +52,21 @@ def test_examples_from_the_issue() -> None:
         (512, 512, 100),
     ]
     assert plan_levels((300, 260, 60), 128).levels[-1].shape == (300, 260, 60)
-    released = plan_levels((200, 180, 160), 128, rule="released")
+    released = plan_levels((200, 180, 160), 128, level_rule="released")
     assert [lv.squashed for lv in released.levels] == [True, False]
+
+
+def test_level_rule_is_one_name() -> None:
+    """``level_rule`` everywhere; ``compat`` is the wider method switch that sets it."""
+    from medverse.inference import pyramid
+    from medverse.inference.driver import InferenceConfig
+    from medverse.training import config
+
+    assert pyramid.PLAN_RULES is pyramid.LEVEL_RULES is config.LEVEL_RULES
+    plan = plan_levels((200, 180, 160), 128, level_rule="released")
+    assert plan.level_rule == plan.rule == "released"
+    with pytest.warns(DeprecationWarning, match="level_rule"):
+        old = plan_levels((200, 180, 160), 128, rule="released")
+    assert old == plan
+    for compat in pyramid.LEVEL_RULES:
+        assert InferenceConfig(compat=compat).level_rule == compat

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from medverse.errors import InputError, ResourceError
-from medverse.inference.pyramid import PLAN_RULES, LevelPlan, plan_levels
+from medverse.inference.pyramid import LEVEL_RULES, LevelPlan, plan_levels
 from medverse.inference.window import crop_windows, predict_window
 from medverse.model.network import MedverseNet
 
@@ -74,8 +74,13 @@ class InferenceConfig:
     """Settings of the coarse-to-fine driver.
 
     Args:
-        compat: ``"medverse"`` (per-axis levels, never squash) or ``"released"`` (the authors'
-            level plan including the squash of thin levels to ``W**3``).
+        compat: which method to follow, ``"medverse"`` (ours) or ``"released"`` (the
+            authors'). It sets the level rule (:attr:`level_rule`: per-axis levels, never
+            squash; or the authors' plan including the squash of thin levels to ``W**3``), and
+            more than the level plan: ``"released"`` runs every window (no ``refine``) and
+            :class:`~medverse.inference.predictor.Predictor` then uses the contexts as given
+            (``align="auto"`` means ``"physical"``). Training, which has no alignment, sets only
+            the level rule (``TrainConfig.level_rule``).
         overlap: sliding-window overlap (released: 0.1).
         sw_batch_size: windows per predictor call (on an accelerator one network call; on the
             CPU the network runs them one at a time, which is faster there).
@@ -100,11 +105,16 @@ class InferenceConfig:
     refine: str = "all"
     precision: str = "auto"
 
+    @property
+    def level_rule(self) -> str:
+        """The level rule of :func:`~medverse.inference.pyramid.plan_levels` that ``compat`` sets."""
+        return self.compat
+
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.compat not in PLAN_RULES:
-            raise InputError(f"compat must be one of {PLAN_RULES}, got {self.compat!r}")
+        if self.compat not in LEVEL_RULES:
+            raise InputError(f"compat must be one of {LEVEL_RULES}, got {self.compat!r}")
         if self.refine not in REFINE_MODES:
             raise InputError(f"refine must be one of {REFINE_MODES}, got {self.refine!r}")
         if self.refine == "adaptive" and self.compat == "released":
@@ -236,7 +246,7 @@ def _sliding(
             )
         return out.float()
 
-    def predictor(win: torch.Tensor, slices: list[list[slice]]) -> torch.Tensor:
+    def network_on_windows(win: torch.Tensor, slices: list[list[slice]]) -> torch.Tensor:
         nonlocal count, skipped
         ar_in = ar_out = None
         if ar is not None:
@@ -261,7 +271,7 @@ def _sliding(
         target,
         roi_size=(window,) * 3,
         sw_batch_size=cfg.sw_batch_size,
-        predictor=predictor,
+        predictor=network_on_windows,  # MONAI's name for the function it calls on windows
         overlap=cfg.overlap,
         mode="gaussian",
         sigma_scale=cfg.sigma_scale,
@@ -311,7 +321,7 @@ def run_inference(
     start = time.perf_counter()
     window = net.config.window
     shape = tuple(target.shape[-3:])
-    plan = plan_levels(shape, window, rule=cfg.compat, leading=tuple(target.shape[:2]))
+    plan = plan_levels(shape, window, level_rule=cfg.level_rule, leading=tuple(target.shape[:2]))
     target = _pad_end(target, plan.padded_shape)
     context_in = _pad_end(context_in, plan.padded_shape)
     context_out = _pad_end(context_out, plan.padded_shape)

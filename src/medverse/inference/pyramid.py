@@ -1,6 +1,7 @@
 """Level plans of next-scale autoregressive inference (pure functions, no tensors).
 
-Two rules:
+Two level rules (``level_rule``; :class:`~medverse.inference.driver.InferenceConfig` sets it
+through ``compat``, which also chooses how contexts are aligned):
 
 * ``released`` — the authors' code: ``T = ceil(log2(M / W)) + 1`` with ``M`` the largest entry
   of the whole input shape (batch and channel included), every axis zero-padded at its end to a
@@ -18,13 +19,17 @@ Two rules:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 from medverse.errors import InputError
 
-__all__ = ["Level", "LevelPlan", "plan_levels", "PLAN_RULES"]
+__all__ = ["Level", "LevelPlan", "plan_levels", "LEVEL_RULES", "PLAN_RULES"]
 
-PLAN_RULES = ("medverse", "released")
+#: The level rules: ours (per axis, never squash) and the authors'.
+LEVEL_RULES = ("medverse", "released")
+#: Old name of :data:`LEVEL_RULES`, kept for one release.
+PLAN_RULES = LEVEL_RULES
 
 
 @dataclass(frozen=True)
@@ -45,14 +50,19 @@ class LevelPlan:
         padded_shape: shape after end-padding (equals ``input_shape`` for the default rule).
         levels: coarse to fine; ``levels[-1].shape == padded_shape``.
         window: window edge ``W``.
-        rule: ``"medverse"`` or ``"released"``.
+        level_rule: ``"medverse"`` or ``"released"``.
     """
 
     input_shape: tuple[int, int, int]
     padded_shape: tuple[int, int, int]
     levels: tuple[Level, ...]
     window: int
-    rule: str
+    level_rule: str
+
+    @property
+    def rule(self) -> str:
+        """Old name of :attr:`level_rule`, kept for one release."""
+        return self.level_rule
 
     @property
     def num_levels(self) -> int:
@@ -86,16 +96,18 @@ def plan_levels(
     shape: tuple[int, ...],
     window: int,
     *,
-    rule: str = "medverse",
+    level_rule: str = "medverse",
     leading: tuple[int, ...] = (1, 1),
+    rule: str | None = None,
 ) -> LevelPlan:
     """Plan the coarse-to-fine levels for a volume.
 
     Args:
         shape: spatial shape ``(X, Y, Z)``.
         window: the network's window edge ``W``.
-        rule: ``"medverse"`` (per axis, never squash) or ``"released"``.
+        level_rule: ``"medverse"`` (per axis, never squash) or ``"released"``.
         leading: batch and channel sizes; the released level count includes them in its max.
+        rule: old name of ``level_rule``, kept for one release (a ``DeprecationWarning``).
 
     Returns:
         The :class:`LevelPlan`.
@@ -106,9 +118,16 @@ def plan_levels(
     """
     if len(shape) != 3 or any(int(n) < 1 for n in shape):
         raise InputError(f"expected a 3-D spatial shape of positive sizes, got {tuple(shape)}")
-    if rule not in PLAN_RULES:
-        raise InputError(f"unknown level rule {rule!r}; choose one of {PLAN_RULES}")
+    if rule is not None:
+        warnings.warn(
+            "plan_levels(rule=...) is now plan_levels(level_rule=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        level_rule = rule
+    if level_rule not in LEVEL_RULES:
+        raise InputError(f"unknown level rule {level_rule!r}; choose one of {LEVEL_RULES}")
     shape3 = tuple(int(n) for n in shape)
-    if rule == "released":
+    if level_rule == "released":
         return _released(shape3, window, tuple(leading))  # type: ignore[arg-type]
     return _per_axis(shape3, window)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from typing import Any
 
 from medverse.errors import InputError
 from medverse.files import atomic_write_text
+from medverse.inference.pyramid import LEVEL_RULES
 from medverse.model.config import ModelConfig
 from medverse.types import TASK_FAMILIES
 from medverse.validation import check_option
@@ -53,7 +54,6 @@ SCHEDULES = ("cosine", "constant")
 AMP_MODES = ("auto", "bf16", "off")
 AR_SOURCES = ("degraded", "self", "mixed")
 DEVICES = ("auto", "cpu", "cuda")
-LEVEL_RULES = ("medverse", "released")
 GUIDED_CONTEXTS = ("simulated", "registered")
 
 

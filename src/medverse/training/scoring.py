@@ -62,7 +62,8 @@ def validate(
     Args:
         model: the network (DDP wrapper accepted).
         episodes: full-grid episodes (:func:`validation_episodes`).
-        level_rule: the driver's ``compat``.
+        level_rule: the level rule (:func:`~medverse.inference.pyramid.plan_levels`); set through
+            ``InferenceConfig(compat=...)``, whose other effect, alignment, episodes do not use.
         context_batch: contexts per mini-batch.
         autocast_dtype: bf16 on CUDA, or None.
 
