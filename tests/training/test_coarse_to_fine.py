@@ -122,7 +122,7 @@ def test_level_run_shape_is_the_window_cube_only_for_a_squashed_level() -> None:
 @pytest.mark.parametrize("rule", ["medverse", "released"])
 def test_levels_follow_the_inference_plan_and_crops_stay_inside_the_level(rule: str) -> None:
     episode = identity_episode()
-    plan = plan_levels(THREE_LEVELS, WINDOW, rule=rule)
+    plan = plan_levels(THREE_LEVELS, WINDOW, level_rule=rule)
     assert plan.num_levels == 3
     coarse = episode_to_window(
         episode, WINDOW, np.random.default_rng(0), coarse=True, level_rule=rule
@@ -279,7 +279,7 @@ def test_self_mode_is_the_drivers_ar_output_for_the_same_model(
         calls.append(ar_in is None)
         return target
 
-    found = windows_by_level(episode, rule, ar_mode="self", predictor=model)
+    found = windows_by_level(episode, rule, ar_mode="self", window_model=model)
     assert sorted(found) == [2, 3]
     assert len(calls) == sum(len(v) for v in found.values())  # one extra forward per window
     for level, windows in found.items():
@@ -294,17 +294,22 @@ def test_self_mode_uses_the_models_level1_prediction() -> None:
     episode = fake_episode()
     calls = []
 
-    def predictor(target, context_in, context_out, ar_in, ar_out):
+    def window_model(target, context_in, context_out, ar_in, ar_out):
         calls.append((target.shape, context_in.shape, ar_in))
         return torch.full_like(target, 0.25)
 
     win = episode_to_window(
-        episode, 16, np.random.default_rng(2), coarse=False, ar_mode="self", predictor=predictor
+        episode,
+        16,
+        np.random.default_rng(2),
+        coarse=False,
+        ar_mode="self",
+        window_model=window_model,
     )
     assert calls == [((1, 1, 16, 16, 16), (1, 2, 1, 16, 16, 16), None)]
     assert win.ar_mode == "self"
     assert torch.allclose(win.ar_out, torch.full_like(win.ar_out, 0.25))
-    with pytest.raises(InputError, match="needs a predictor"):
+    with pytest.raises(InputError, match="needs a window_model"):
         episode_to_window(episode, 16, np.random.default_rng(2), coarse=False, ar_mode="self")
 
 
@@ -474,3 +479,19 @@ def test_collate_refuses_no_windows_and_mixed_passes() -> None:
     b = episode_to_window(fake_episode(), 16, rng, coarse=False)
     with pytest.raises(InputError, match="mixes"):
         collate_windows([a, b])
+
+
+def test_predictor_is_the_old_name_of_window_model() -> None:
+    from medverse.training import coarse_to_fine
+
+    assert coarse_to_fine.Predictor is coarse_to_fine.WindowModel
+
+    def window_model(target, context_in, context_out, ar_in, ar_out):
+        return torch.full_like(target, 0.25)
+
+    args = (fake_episode(), 16, np.random.default_rng(2))
+    new = episode_to_window(*args, coarse=False, ar_mode="self", window_model=window_model)
+    args = (fake_episode(), 16, np.random.default_rng(2))
+    with pytest.warns(DeprecationWarning, match="window_model"):
+        old = episode_to_window(*args, coarse=False, ar_mode="self", predictor=window_model)
+    assert torch.equal(new.ar_out, old.ar_out) and torch.equal(new.target, old.target)

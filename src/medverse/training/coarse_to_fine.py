@@ -44,6 +44,7 @@ All randomness comes from the ``numpy`` generator passed in, so a window is a pu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ from medverse.inference.pyramid import Level, LevelPlan, plan_levels
 
 __all__ = [
     "Predictor",
+    "WindowModel",
     "TrainingWindow",
     "choose_ar_mode",
     "collate_windows",
@@ -64,12 +66,15 @@ __all__ = [
     "level_run_shape",
 ]
 
-#: ``predictor(target (1,1,X,Y,Z), context_in (1,L,1,...), context_out, ar_in | None, ar_out | None)``
-#: returns ``(1, 1, X, Y, Z)``; called without gradient, on window-sized inputs.
-Predictor = Callable[
+#: The network on one window: ``window_model(target (1,1,X,Y,Z), context_in (1,L,1,...),
+#: context_out, ar_in | None, ar_out | None)`` returns ``(1, 1, X, Y, Z)``; called without
+#: gradient, on window-sized inputs. (Not :class:`medverse.Predictor`, which runs whole files.)
+WindowModel = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
     torch.Tensor,
 ]
+#: Old name of :data:`WindowModel`, kept for one release.
+Predictor = WindowModel
 
 
 @dataclass
@@ -191,8 +196,9 @@ def episode_to_window(
     ar_mode: str = "degraded",
     level_rule: str = "medverse",
     foreground_crop_prob: float = 0.8,
-    predictor: Predictor | None = None,
+    window_model: WindowModel | None = None,
     guided: bool = False,
+    predictor: WindowModel | None = None,
 ) -> TrainingWindow:
     """Turn a full-grid episode into one training window.
 
@@ -204,11 +210,12 @@ def episode_to_window(
         coarse: True for a level-1 pass; False for a fine-level window (falls back to level 1
             when the volume has a single level).
         ar_mode: ``"degraded"`` or ``"self"`` (see the module docstring).
-        level_rule: ``"medverse"`` or ``"released"``, as the inference driver's ``compat``.
+        level_rule: ``"medverse"`` or ``"released"`` (:func:`~medverse.inference.pyramid.plan_levels`).
         foreground_crop_prob: probability of centring the crop on the foreground.
-        predictor: the model, for ``ar_mode="self"``.
+        window_model: the network on one window (:data:`WindowModel`), for ``ar_mode="self"``.
         guided: a registration-guided window (``coarse`` and ``ar_mode`` are ignored): one
             crop of the episode's own grid, AR pair = (target, mean of the context outputs).
+        predictor: old name of ``window_model``, kept for one release (a ``DeprecationWarning``).
 
     Returns:
         A :class:`TrainingWindow` with every tensor on a ``W**3`` grid.
@@ -219,15 +226,22 @@ def episode_to_window(
         >>> win.target.shape, win.ar_in.shape  # doctest: +SKIP
         (torch.Size([1, 32, 32, 32]), torch.Size([1, 1, 32, 32, 32]))
     """
+    if predictor is not None:
+        warnings.warn(
+            "episode_to_window(predictor=...) is now episode_to_window(window_model=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        window_model = predictor
     if guided:
         return _guided_window(episode, window, rng, foreground_crop_prob)
     if ar_mode not in ("degraded", "self"):
         raise InputError(f"ar_mode must be 'degraded' or 'self', got {ar_mode!r}")
-    if ar_mode == "self" and predictor is None:
-        raise InputError("ar_mode='self' needs a predictor (the model)")
+    if ar_mode == "self" and window_model is None:
+        raise InputError("ar_mode='self' needs a window_model (the network on one window)")
     target, reference, context_in, context_out = _as_batch(episode)
     shape = tuple(int(n) for n in target.shape[-3:])
-    plan = plan_levels(shape, window, rule=level_rule)
+    plan = plan_levels(shape, window, level_rule=level_rule)
     # padded_shape == shape for the default rule; the released rule end-pads first
     target, reference = _pad_to(target, plan.padded_shape), _pad_to(reference, plan.padded_shape)
     context_in = _pad_to(context_in, plan.padded_shape)
@@ -254,9 +268,9 @@ def episode_to_window(
     if ar_mode == "degraded":
         ar_out = _down_up(reference, plan, level, window)
     else:
-        assert predictor is not None
+        assert window_model is not None
         ar_out = _self_coarse(
-            target, reference, context_in, context_out, plan, level, window, start, predictor
+            target, reference, context_in, context_out, plan, level, window, start, window_model
         )
     ar_out = ar_out.clamp(0, 1)
     crop = [
@@ -324,7 +338,7 @@ def _self_coarse(
     level: int,
     window: int,
     start: Sequence[int],
-    predictor: Predictor,
+    window_model: WindowModel,
 ) -> torch.Tensor:
     """The model's level ``level - 1`` prediction, brought to level ``level``'s run grid."""
     prev = plan.levels[level - 2]
@@ -334,7 +348,7 @@ def _self_coarse(
     ci_prev, co_prev = resize(context_in, prev_run), resize(context_out, prev_run)
     if level - 1 == 1:  # the exact level-1 pass: whole volume, no AR pair
         full = (window,) * 3
-        pred = predictor(
+        pred = window_model(
             _pad_to(t_prev, full), _pad_to(ci_prev, full), _pad_to(co_prev, full), None, None
         )
         pred = pred[..., : prev_run[0], : prev_run[1], : prev_run[2]]
@@ -345,7 +359,7 @@ def _self_coarse(
         center = [int((s + window / 2) * f) for s, f in zip(start, scale)]
         coarse_start = _start(prev_run, window, np.random.default_rng(0), np.asarray(center))
         crop = [_crop(v, coarse_start, window) for v in (t_prev, ci_prev, co_prev, ar_in, pred)]
-        window_pred = predictor(crop[0], crop[1], crop[2], crop[3][:, None], crop[4][:, None])
+        window_pred = window_model(crop[0], crop[1], crop[2], crop[3][:, None], crop[4][:, None])
         sx, sy, sz = coarse_start
         ex, ey, ez = (min(s + window, n) for s, n in zip(coarse_start, prev_run))
         pred = pred.clone()

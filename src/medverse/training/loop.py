@@ -305,7 +305,7 @@ def _run(
         step=start_step, out_dir=out_dir, checkpoint=checkpoint_path, world_size=info.world_size
     )
 
-    def predictor(
+    def window_model(
         target: torch.Tensor,
         context_in: torch.Tensor,
         context_out: torch.Tensor,
@@ -349,7 +349,7 @@ def _run(
     try:
         for step in range(start_step, end):
             tick = time.perf_counter()
-            batch = builder.build(step, predictor if config.ar_source != "degraded" else None)
+            batch = builder.build(step, window_model if config.ar_source != "degraded" else None)
             lr = optimizer.param_groups[0]["lr"]
             metrics = train_step(
                 model,

@@ -26,7 +26,7 @@ from torch import nn
 from medverse.errors import InputError
 from medverse.inference.pyramid import plan_levels
 from medverse.training.coarse_to_fine import (
-    Predictor,
+    WindowModel,
     choose_ar_mode,
     collate_windows,
     episode_to_window,
@@ -150,7 +150,7 @@ class StepBuilder:
             np.random.default_rng([self.config.seed, step, 1]).random() < self.config.guided_prob
         )
 
-    def build(self, step: int, predictor: Predictor | None = None) -> dict:
+    def build(self, step: int, window_model: WindowModel | None = None) -> dict:
         """This rank's windows of ``step``, collated (see :func:`collate_windows`)."""
         cfg = self.config
         num_contexts, coarse = self.plan(step)
@@ -159,7 +159,7 @@ class StepBuilder:
         episodes = [sampler.sample(step * cfg.batch_size + j) for j in self.offsets]
         window = cfg.window
         levels = min(
-            plan_levels(e.target.shape[-3:], window, rule=cfg.level_rule).num_levels
+            plan_levels(e.target.shape[-3:], window, level_rule=cfg.level_rule).num_levels
             for e in episodes
         )
         # a fine step needs an AR pair for every episode of the global batch
@@ -178,7 +178,7 @@ class StepBuilder:
                     ar_mode=mode,
                     level_rule=cfg.level_rule,
                     foreground_crop_prob=cfg.foreground_crop_prob,
-                    predictor=predictor if mode == "self" and not guided else None,
+                    window_model=window_model if mode == "self" and not guided else None,
                     guided=guided,
                 )
             )
