@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -92,8 +93,9 @@ def test_evaluate_model_with_and_without_calibration(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
-    """A zero-gate network returns the fusion prior, so network, fusion and stacked agree."""
+def test_evaluate_align_deformable_reports_the_parts(tmp_path) -> None:
+    """A zero-gate network returns the fusion prior, so network and fusion agree, and the local
+    stacking with the network's features (a copy of the fusion's) scores as the one without."""
     import csv
 
     import torch
@@ -105,7 +107,7 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
     torch.manual_seed(0)
     config = ModelConfig(channels=(2, 4, 4), window=16, prior_gate=True)
     save_model(tmp_path / "tiny", MedverseNet(config).state_dict(), config, source="test")
-    methods = "medverse,medverse_network,medverse_fusion,multi_atlas"
+    methods = "medverse,medverse_network,medverse_fusion,medverse_stacked_fusion,multi_atlas"
     args = ["evaluate", "--subjects", "3", "--spacing", "8", "--methods", methods]
     args += ["--model", str(tmp_path / "tiny"), "-k", "2", "-n", "1", "--align", "deformable"]
     args += ["--tasks", "brain_mask", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
@@ -118,8 +120,10 @@ def test_evaluate_align_deformable_reports_the_three_parts(tmp_path) -> None:
         dice.setdefault(row["method"], []).append(float(row["dice"]))
     assert sorted(dice) == sorted(methods.split(","))
     assert all(len(v) == 3 for v in dice.values())
-    assert dice["medverse_network"] == dice["medverse_fusion"] == dice["medverse"]
+    assert dice["medverse_network"] == dice["medverse_fusion"]
+    np.testing.assert_allclose(dice["medverse"], dice["medverse_stacked_fusion"], atol=0.01)
     assert min(dice["medverse_fusion"]) > 0.5  # registered brain masks overlap the target
+    assert min(dice["medverse"]) > 0.5
     assert any((tmp_path / "cache").rglob("*"))  # registrations shared through the disk cache
     # the default --align auto is the guided segmentation for a gated network
     auto_args = [a for a in args if a not in ("--align", "deformable")]

@@ -10,6 +10,10 @@ from medverse.errors import InputError
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.inference.guided import (
     STACK_WEIGHTS,
+    HeldOut,
+    LocalStacking,
+    Stacking,
+    fit_local_stacking,
     fit_stacking,
     fuse,
     guided_network,
@@ -118,3 +122,80 @@ def test_uncertain_box_covers_disagreement_grown_to_a_window() -> None:
     images = rng.random((2, 1, *prior.shape[1:])).astype(np.float32)
     soft = np.stack([prior, prior])
     np.testing.assert_allclose(guided_network(net, target, images, soft), prior, atol=1e-6)
+
+
+def _tissue_case(rng: np.random.Generator, radius: float, shape=(28, 28, 28), shift=2.0):
+    """A bright ball whose label is 'intensity above half' (a partial-volume convention) and a
+    fusion that misses it by ``shift`` voxels (warped masks of other balls, blurred)."""
+    from scipy import ndimage
+
+    grid = np.indices(shape).astype(np.float32)
+    centre = np.asarray(shape, np.float32) / 2 + rng.uniform(-1, 1, 3)
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre)))
+    image = 1.0 / (1.0 + np.exp((distance - radius) / 1.5))  # soft edge, 0.5 at the radius
+    image = (image + rng.normal(0, 0.02, shape)).astype(np.float32)
+    truth = (distance <= radius).astype(np.float32)[None]
+    fusion = ndimage.gaussian_filter((distance <= radius + shift).astype(np.float32), 1.0)[None]
+    network = np.clip(fusion + rng.normal(0, 0.05, fusion.shape), 0, 1).astype(np.float32)
+    return image, fusion.astype(np.float32), network, truth
+
+
+def _dice(a, b) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_local_stacking_learns_the_contexts_boundary_convention_from_the_image() -> None:
+    rng = np.random.default_rng(0)
+    # the registration error differs between calls: only the image says where the boundary is
+    held = [HeldOut(net, fus, truth, img) for img, fus, net, truth in
+            (_tissue_case(rng, r, shift=s) for r, s in ((6.0, 3.0), (7.5, -1.5), (9.0, 1.0)))]  # fmt: skip
+    image, fusion, network, truth = _tissue_case(rng, 8.0, shift=2.5)  # a new target
+    for use_network in (True, False):
+        stacking = fit_local_stacking(held, use_network=use_network)
+        assert isinstance(stacking, LocalStacking)
+        assert stacking.name == ("local" if use_network else "local_fusion")
+        out = stacking.apply(network, fusion, image)
+        assert out.shape == fusion.shape and out.dtype == np.float32
+        fusion_dice = _dice(fusion[0] > 0.5, truth[0] > 0.5)
+        local_dice = _dice(out[0] > 0.5, truth[0] > 0.5)
+        assert fusion_dice < 0.8 and local_dice > 0.95  # the boundary is read from the image
+        assert stacking.scores["local"] > stacking.scores["fusion"]
+    record = stacking.to_dict()
+    assert record["kind"] == "local_fusion" and record["contexts"] == 3
+    assert "fusion and image" in stacking.describe()
+    # far from any disagreement the output is the fusion itself
+    far = fusion[0] <= 0.0
+    np.testing.assert_array_equal(out[0][far], fusion[0][far])
+
+
+def test_local_stacking_keeps_the_fusion_where_there_is_nothing_to_fit() -> None:
+    shape = (12, 12, 12)
+    empty = np.zeros((2, *shape), np.float32)
+    certain = empty.copy()
+    certain[0, 3:9, 3:9, 3:9] = 1.0  # label 0: contexts agree everywhere; label 1: absent
+    image = np.random.default_rng(1).random(shape).astype(np.float32)
+    held = [HeldOut(certain, certain, certain, image) for _ in range(2)]
+    stacking = fit_local_stacking(held)
+    assert stacking.models == [None, None] and stacking.samples == [0, 0]
+    np.testing.assert_array_equal(stacking.apply(certain, certain, image), certain)
+    with pytest.raises(InputError, match="target image"):
+        stacking.apply(certain, certain)
+    with pytest.raises(InputError, match="image"):
+        fit_local_stacking([HeldOut(certain, certain, certain)])
+    with pytest.raises(InputError, match="held-out"):
+        fit_local_stacking([])
+
+
+def test_leave_one_out_fits_the_stacking_asked_for() -> None:
+    rng = np.random.default_rng(2)
+    cases = [_tissue_case(rng, r, shape=(20, 20, 20)) for r in (5.0, 6.0, 7.0)]
+
+    def predict(j: int) -> HeldOut:
+        image, fusion, network, truth = cases[j]
+        return HeldOut(network, fusion, truth, image)
+
+    assert isinstance(leave_one_out(3, predict), Stacking)  # the old default of this function
+    assert leave_one_out(3, predict, stacking="local").use_network
+    assert not leave_one_out(3, predict, stacking="local_fusion").use_network
+    with pytest.raises(InputError, match="stacking"):
+        leave_one_out(3, predict, stacking="mean")

@@ -11,10 +11,14 @@ from medverse.cli.options import CACHE_DIR, NO_CACHE, old_spelling, registration
 
 __all__ = ["evaluate"]
 
+#: Parts of a registration-guided segmentation, from the same runs as ``medverse``.
+GUIDED_PARTS = ("medverse_network", "medverse_fusion", "medverse_stacked_fusion")
+
 METHODS = (
     "medverse",
     "medverse_network",
     "medverse_fusion",
+    "medverse_stacked_fusion",
     "multi_atlas",
     "multi_atlas_sitk",
     "joint_label_fusion",
@@ -62,7 +66,8 @@ def evaluate(
         "medverse,multi_atlas,joint_label_fusion,nl_means,context_mean,identity",
         help="Comma-separated methods. medverse_network / medverse_fusion (with a guided "
         "segmentation: --align deformable, or auto with a gated model): the two parts of the "
-        "guided segmentation, from the same runs.",
+        "guided segmentation, from the same runs; medverse_stacked_fusion: its stacking "
+        "refitted without the network (what the network adds).",
     ),
     align: str = typer.Option(
         "auto",
@@ -151,7 +156,7 @@ def evaluate(
         )
     if engine not in ENGINES:
         raise typer.BadParameter(f"{engine!r}; choose from {list(ENGINES)}", param_hint="--engine")
-    parts = [m for m in wanted if m in ("medverse_network", "medverse_fusion")]
+    parts = [m for m in wanted if m in GUIDED_PARTS]
     unguided = typer.BadParameter(
         f"{parts} are parts of the registration-guided segmentation: add --align deformable",
         param_hint="--methods",
@@ -197,6 +202,7 @@ def evaluate(
                 "medverse": stacked,
                 "medverse_network": stacked.variant("network"),
                 "medverse_fusion": stacked.variant("fusion"),
+                "medverse_stacked_fusion": stacked.variant("stacked_fusion"),
             }
             chosen = {**{m: variants[m] for m in model_methods}, **chosen}
     if not chosen:

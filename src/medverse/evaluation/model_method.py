@@ -11,7 +11,12 @@ import torch
 
 from medverse.errors import InputError
 from medverse.inference.driver import InferenceConfig
-from medverse.inference.guided import GuidedContext, GuidedResult, guided_segmentation
+from medverse.inference.guided import (
+    GuidedContext,
+    GuidedResult,
+    fit_local_stacking,
+    guided_segmentation,
+)
 from medverse.inference.pipeline import ModelInputs, predict_arrays
 from medverse.io.volume import Volume
 from medverse.registration import RegistrationCache, register
@@ -27,7 +32,9 @@ __all__ = ["GUIDED_OUTPUTS", "MODEL_ALIGNMENTS", "ModelMethod"]
 #: network has a prior gate, the contexts as given otherwise (and for image tasks).
 MODEL_ALIGNMENTS = ("auto", "none", "affine", "deformable")
 #: What a guided segmentation returns: the stacked blend (default), or one of its two parts.
-GUIDED_OUTPUTS = ("stacked", "network", "fusion")
+#: What a guided call returns: the stacked output, its parts, and the same stacking refitted
+#: without the network's features (``"stacked_fusion"``: what the network adds to the stacking).
+GUIDED_OUTPUTS = ("stacked", "network", "fusion", "stacked_fusion")
 
 
 def _affine(spacing: Any) -> np.ndarray:
@@ -52,7 +59,7 @@ class ModelMethod:
     With ``align="deformable"``, segmentation is registration-guided
     (:func:`~medverse.inference.guided.guided_segmentation`): contexts registered to the target
     with ``engine``, network + fusion, and (``calibrate``) the leave-one-out stacking;
-    ``output`` picks the stacked blend or one part. :meth:`variant` gives the other parts from
+    ``output`` picks the stacked output or one part (:data:`GUIDED_OUTPUTS`). :meth:`variant` gives the other parts from
     the same computation (one guided run per draw serves all three).
 
     ``windows`` counts the network's fine-level windows over all calls so far (the coarse-to-fine
@@ -179,6 +186,11 @@ class ModelMethod:
         align = self.alignment(segmentation)
         if segmentation and align == "deformable":
             result = self._guided(target_image, context_images, context_outputs, spacing)
+            if self.output == "stacked_fusion":
+                if not result.held_out:  # no stacking (calibrate off, or one context)
+                    return result.fusion[0]
+                refit = fit_local_stacking(result.held_out, use_network=False)
+                return refit.apply(result.network, result.fusion, result.image)[0]
             part = {"stacked": result.raw, "network": result.network, "fusion": result.fusion}
             return part[self.output][0]
         if align != "none":

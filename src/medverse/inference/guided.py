@@ -9,10 +9,19 @@ fusion plus boundary refinement:
   fusion) (:func:`~medverse.inference.driver.run_inference` with ``prior=``); a network with a
   prior gate starts from the fusion and departs from it where its head reads better.
 * **stacking** (in-context, like the calibration of image outputs): each of up to 4 contexts is
-  predicted from the others (leave one out) by both, and the blend
-  ``w * network + (1 - w) * fusion`` with ``w`` in :data:`STACK_WEIGHTS` whose thresholded
-  output has the best mean Dice against those contexts' own masks is applied to the target. It
-  uses only the contexts. Ties go to the smaller weight (fusion).
+  predicted from the others (leave one out) by both, and a combination fitted on those held-out
+  predictions against the contexts' own masks is applied to the target. It uses only the
+  contexts. Two kinds (:data:`STACKINGS`):
+
+  - ``"local"`` (default): a per-voxel logistic model (:class:`LocalStacking`) of the fusion,
+    the network and the target's own intensities (:func:`local_features`), fitted where the
+    contexts disagree; it learns from the contexts how this task's boundary sits on the image
+    (where a tissue's partial-volume voxels belong, how far the warped masks overshoot).
+    ``"local_fusion"`` is the same without the network's two features (to measure the network's
+    part).
+  - ``"blend"``: ``w * network + (1 - w) * fusion`` with ``w`` in :data:`STACK_WEIGHTS`
+    whose thresholded output has the best mean Dice on the held-out contexts (:class:`Stacking`;
+    ties go to the smaller weight, fusion).
 
 Example:
     >>> import numpy as np
@@ -28,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from medverse.errors import InputError
 from medverse.inference.driver import InferenceConfig, run_inference
@@ -35,25 +45,33 @@ from medverse.intensity import normalize_intensity
 from medverse.io.volume import Volume
 from medverse.model.network import MedverseNet
 from medverse.registration import RegistrationCache, register
+from medverse.validation import check_option
 
 __all__ = [
+    "STACKINGS",
     "STACK_WEIGHTS",
     "GuidedContext",
     "GuidedResult",
+    "HeldOut",
+    "LocalStacking",
     "Stacking",
     "align_contexts",
+    "fit_local_stacking",
     "fit_stacking",
     "fuse",
     "guided_network",
     "guided_segmentation",
     "labels_from_raw",
     "leave_one_out",
+    "local_features",
     "uncertain_box",
 ]
 
 #: Network weights the stacking chooses from (0 = fusion only, 1 = network only).
 STACK_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_STACKING_CONTEXTS = 4
+#: Stacking kinds: the local logistic model with and without the network's features, the blend.
+STACKINGS = ("local", "local_fusion", "blend")
 
 
 def fuse(soft_masks: np.ndarray) -> np.ndarray:
@@ -159,8 +177,10 @@ class Stacking:
     scores: dict[float, float] = field(default_factory=dict)
     contexts: int = 0
 
-    def apply(self, network: np.ndarray, fusion: np.ndarray) -> np.ndarray:
-        """``w * network + (1 - w) * fusion``."""
+    def apply(
+        self, network: np.ndarray, fusion: np.ndarray, image: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``w * network + (1 - w) * fusion`` (``image`` is not used)."""
         return (self.weight * network + (1.0 - self.weight) * fusion).astype(np.float32)
 
     def to_dict(self) -> dict:
@@ -178,15 +198,207 @@ class Stacking:
         )
 
 
+#: Where the local stacking models a label: fusion strictly between these, grown by
+#: :data:`LOCAL_MARGIN` voxels; elsewhere the output is the fusion.
+LOCAL_BAND = (0.02, 0.98)
+LOCAL_MARGIN = 2
+#: At most this many held-out voxels fit one label's model (a fixed-seed subsample).
+LOCAL_MAX_SAMPLES = 200_000
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-3, 1.0 - 1e-3)
+    return np.log(q / (1.0 - q))
+
+
+def local_features(
+    image: np.ndarray, fusion: np.ndarray, network: np.ndarray | None, where: np.ndarray
+) -> np.ndarray:
+    """The local stacking's features at the voxels ``where``: ``(N, F)`` float64.
+
+    Fusion and network (each as a logit, and low-passed with sigma 1 voxel), the image, its
+    low-pass and gradient magnitude (sigma 1 voxel), and the image times the fusion's logit.
+    ``network=None`` leaves the network's two out. Arrays are ``(X, Y, Z)`` for one label.
+    """
+    fused = _logit(fusion)
+    columns = [fused, _logit(ndimage.gaussian_filter(fusion, 1.0))]
+    if network is not None:
+        columns += [_logit(network), _logit(ndimage.gaussian_filter(network, 1.0))]
+    columns += [
+        image,
+        ndimage.gaussian_filter(image, 1.0),
+        ndimage.gaussian_gradient_magnitude(image, 1.0),
+        image * fused,
+    ]
+    return np.stack([np.asarray(c, dtype=np.float64)[where] for c in columns], axis=1)
+
+
+def _local_region(fusion: np.ndarray) -> np.ndarray:
+    low, high = LOCAL_BAND
+    band = (fusion > low) & (fusion < high)
+    if not band.any():
+        return band
+    return ndimage.binary_dilation(band, iterations=LOCAL_MARGIN)
+
+
+@dataclass
+class _LabelModel:
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+
+@dataclass
+class LocalStacking:
+    """A per-voxel logistic model per label, fitted on the held-out contexts (:func:`fit_local_stacking`).
+
+    Attributes:
+        use_network: the network's features are inputs (``"local"``) or not (``"local_fusion"``).
+        models: one fitted model per label, or None where the held-out contexts gave nothing to
+            fit (the output is the fusion there).
+        samples: held-out voxels used per label.
+        scores: held-out Dice of ``"fusion"`` and of the fitted model (``"local"``, in sample).
+        contexts: how many contexts were held out.
+    """
+
+    use_network: bool
+    models: list[_LabelModel | None]
+    samples: list[int]
+    scores: dict[str, float] = field(default_factory=dict)
+    contexts: int = 0
+
+    @property
+    def name(self) -> str:
+        return "local" if self.use_network else "local_fusion"
+
+    def probability(self, network: np.ndarray, fusion: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """The model's output ``(K, X, Y, Z)``: its probability in each label's region, the
+        fusion elsewhere."""
+        out = np.array(fusion, dtype=np.float32, copy=True)
+        for k, model in enumerate(self.models):
+            if model is None:
+                continue
+            where = _local_region(fusion[k])
+            if not where.any():
+                continue
+            x = local_features(image, fusion[k], network[k] if self.use_network else None, where)
+            z = ((x - model.mean) / model.scale) @ model.coef + model.intercept
+            out[k][where] = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        return out
+
+    def apply(
+        self, network: np.ndarray, fusion: np.ndarray, image: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The stacked output for the target (``image``: the target, normalised)."""
+        if image is None:
+            raise InputError("the local stacking needs the target image")
+        return self.probability(network, fusion, image)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.name,
+            "samples": list(self.samples),
+            "leave_one_out_dice": {k: round(v, 4) for k, v in self.scores.items()},
+            "contexts": self.contexts,
+        }
+
+    def describe(self) -> str:
+        inputs = "fusion, network and image" if self.use_network else "fusion and image"
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in self.scores.items())
+        return (
+            f"stacked: local logistic model of {inputs}, fitted on {sum(self.samples)} voxels "
+            f"of {self.contexts} held-out contexts (held-out Dice: {scores})"
+        )
+
+
+def fit_local_stacking(
+    held_out: Sequence[HeldOut], *, use_network: bool = True, seed: int = 0
+) -> LocalStacking:
+    """Fit :class:`LocalStacking` on leave-one-out predictions (each with its ``image``).
+
+    Per label, the held-out voxels in the label's region (:data:`LOCAL_BAND`, grown by
+    :data:`LOCAL_MARGIN`) fit a logistic regression (scikit-learn, L2, ``C = 1``) of
+    :func:`local_features`, standardised, to the contexts' own masks; at most
+    :data:`LOCAL_MAX_SAMPLES` voxels, drawn with ``seed``. A label whose region is empty or
+    whose held-out voxels are all one class keeps the fusion.
+
+    Raises:
+        InputError: nothing held out, or an item without its image.
+    """
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 (import cost)
+
+    items = [_held_out(item) for item in held_out]
+    if not items:
+        raise InputError("stacking needs at least one held-out context (2 or more contexts)")
+    if any(item.image is None for item in items):
+        raise InputError("the local stacking needs each held-out context's image")
+    rng = np.random.default_rng(seed)
+    models: list[_LabelModel | None] = []
+    samples = []
+    for k in range(items[0].reference.shape[0]):
+        xs, ys = [], []
+        for item in items:
+            where = _local_region(item.fusion[k])
+            if where.any():
+                net = item.network[k] if use_network else None
+                xs.append(local_features(item.image, item.fusion[k], net, where))
+                ys.append(item.reference[k][where] > 0.5)
+        x = np.concatenate(xs) if xs else np.empty((0, 0))
+        y = np.concatenate(ys) if ys else np.empty(0, bool)
+        if len(y) > LOCAL_MAX_SAMPLES:
+            keep = np.sort(rng.choice(len(y), LOCAL_MAX_SAMPLES, replace=False))
+            x, y = x[keep], y[keep]
+        samples.append(len(y))
+        if len(y) == 0 or y.all() or not y.any():
+            models.append(None)
+            continue
+        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+        fit = LogisticRegression(C=1.0, max_iter=500).fit((x - mean) / scale, y)
+        models.append(_LabelModel(mean, scale, fit.coef_[0], float(fit.intercept_[0])))
+    stacking = LocalStacking(use_network, models, samples, contexts=len(items))
+    fusion_dice, local_dice = [], []
+    for item in items:
+        local = stacking.probability(item.network, item.fusion, item.image)
+        for k in range(item.reference.shape[0]):
+            reference = item.reference[k] > 0.5
+            fusion_dice.append(_dice(item.fusion[k] > 0.5, reference))
+            local_dice.append(_dice(local[k] > 0.5, reference))
+    stacking.scores = {"fusion": float(np.mean(fusion_dice)), "local": float(np.mean(local_dice))}
+    return stacking
+
+
+@dataclass
+class HeldOut:
+    """One context predicted from the others (leave one out), all ``(K, X, Y, Z)`` on its grid.
+
+    Attributes:
+        network: the network's guided output.
+        fusion: the mean of the other contexts' warped soft masks.
+        reference: the context's own binary masks.
+        image: ``(X, Y, Z)`` the context image, normalised as the network sees it (``None``:
+            not kept; the local stacking needs it).
+    """
+
+    network: np.ndarray
+    fusion: np.ndarray
+    reference: np.ndarray
+    image: np.ndarray | None = None
+
+
+def _held_out(item: HeldOut | Sequence[np.ndarray]) -> HeldOut:
+    return item if isinstance(item, HeldOut) else HeldOut(*item)
+
+
 def fit_stacking(
-    held_out: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    held_out: Sequence[HeldOut | tuple[np.ndarray, np.ndarray, np.ndarray]],
     weights: Sequence[float] = STACK_WEIGHTS,
 ) -> Stacking:
     """Choose the network weight from leave-one-out predictions.
 
     Args:
-        held_out: per held-out context ``(network (K, ...), fusion (K, ...), reference (K, ...))``
-            with ``reference`` that context's own binary masks, one per label.
+        held_out: per held-out context a :class:`HeldOut` or ``(network (K, ...), fusion (K, ...),
+            reference (K, ...))`` with ``reference`` that context's own binary masks.
         weights: candidate network weights.
 
     Returns:
@@ -197,13 +409,14 @@ def fit_stacking(
     """
     if not held_out:
         raise InputError("stacking needs at least one held-out context (2 or more contexts)")
+    items = [_held_out(item) for item in held_out]
     scores = {}
     for w in weights:
         dice = []
-        for network, fusion, reference in held_out:
-            blend = w * network + (1.0 - w) * fusion
-            for k in range(reference.shape[0]):
-                dice.append(_dice(blend[k] > 0.5, reference[k] > 0.5))
+        for item in items:
+            blend = w * item.network + (1.0 - w) * item.fusion
+            for k in range(item.reference.shape[0]):
+                dice.append(_dice(blend[k] > 0.5, item.reference[k] > 0.5))
         scores[float(w)] = float(np.mean(dice))
     best = max(scores.values())
     weight = min(w for w, s in scores.items() if s >= best - 1e-12)
@@ -212,18 +425,24 @@ def fit_stacking(
 
 def leave_one_out(
     num_contexts: int,
-    predict: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    predict: Callable[[int], HeldOut | tuple[np.ndarray, np.ndarray, np.ndarray]],
     *,
     max_contexts: int = MAX_STACKING_CONTEXTS,
-) -> Stacking:
+    stacking: str = "blend",
+) -> Stacking | LocalStacking:
     """Run ``predict(j)`` for the first ``min(num_contexts, max_contexts)`` contexts and fit.
 
-    ``predict(j)`` returns ``(network, fusion, reference)`` for context ``j`` predicted from the
-    others (registered to it).
+    ``predict(j)`` returns a :class:`HeldOut` (or ``(network, fusion, reference)``) for context
+    ``j`` predicted from the others (registered to it); ``stacking`` is one of
+    :data:`STACKINGS`.
     """
+    check_option(stacking, STACKINGS, "stacking")
     if num_contexts < 2:
         raise InputError(f"stacking needs 2 or more contexts, got {num_contexts}")
-    return fit_stacking([predict(j) for j in range(min(num_contexts, max_contexts))])
+    held_out = [_held_out(predict(j)) for j in range(min(num_contexts, max_contexts))]
+    if stacking == "blend":
+        return fit_stacking(held_out)
+    return fit_local_stacking(held_out, use_network=stacking == "local")
 
 
 # -- registration-guided segmentation of volumes -------------------------------------------------
@@ -250,16 +469,21 @@ class GuidedResult:
         raw: the chosen output (stacked, or the network's when stacking is off).
         network: the network's guided output.
         fusion: the mean warped soft masks.
-        stacking: the fitted blend, or None.
+        stacking: the fitted stacking, or None.
         notes: one line per context (the registration used), then a "warning:" line where
             the registration is doubtful (:meth:`~medverse.registration.Registration.doubt`).
+        image: ``(X, Y, Z)`` the target as the network saw it (normalised).
+        held_out: the leave-one-out predictions the stacking was fitted on (empty without
+            stacking), to refit another stacking on the same call.
     """
 
     raw: np.ndarray
     network: np.ndarray
     fusion: np.ndarray
-    stacking: Stacking | None
+    stacking: Stacking | LocalStacking | None
     notes: list[str]
+    image: np.ndarray | None = None
+    held_out: list[HeldOut] = field(default_factory=list)
 
 
 def align_contexts(
@@ -304,6 +528,7 @@ def guided_segmentation(
     engine: str = "ants",
     cache: RegistrationCache | None = None,
     stack: bool = True,
+    stacking: str = "local",
     clip_percentiles: tuple[float, float] | None = None,
     device: torch.device | str = "cpu",
 ) -> GuidedResult:
@@ -316,8 +541,9 @@ def guided_segmentation(
         config: driver settings.
         engine: registration engine (:data:`medverse.registration.ENGINES`).
         cache: on-disk registration cache, or None.
-        stack: choose the network/fusion blend on leave-one-out predictions of up to 4
-            contexts (needs 2 or more contexts; otherwise the network's output is returned).
+        stack: fit the stacking on leave-one-out predictions of up to 4 contexts (needs 2 or
+            more contexts; otherwise the network's output is returned).
+        stacking: which (:data:`STACKINGS`; default ``"local"``).
         clip_percentiles: clip images before min-max normalisation (CT).
         device: where the network runs.
 
@@ -329,28 +555,31 @@ def guided_segmentation(
         raise InputError("a guided call needs at least one context")
     if len({c.masks.shape[0] for c in contexts}) != 1:
         raise InputError("every context needs the same number of label masks")
+    check_option(stacking, STACKINGS, "stacking")
     clip = clip_percentiles
 
     def predict(
         fixed: Volume, others: Sequence[GuidedContext]
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         images, soft, notes = align_contexts(
             fixed, others, engine=engine, cache=cache, clip_percentiles=clip
         )
         fusion = fuse(soft)
         tgt = normalize_intensity(fixed.array, clip_percentiles=clip, name=fixed.name)
         network = guided_network(net, tgt, images, soft, config, prior=fusion, device=device)
-        return network, fusion, notes
+        return network, fusion, tgt, notes
 
-    network, fusion, notes = predict(target, contexts)
-    stacking = None
+    network, fusion, image, notes = predict(target, contexts)
+    fitted = None
+    kept: list[HeldOut] = []
     if stack and len(contexts) >= 2:
 
-        def held_out(j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def held_out(j: int) -> HeldOut:
             others = [c for i, c in enumerate(contexts) if i != j]
-            net_j, fusion_j, _ = predict(contexts[j].image, others)
-            return net_j, fusion_j, contexts[j].masks
+            net_j, fusion_j, image_j, _ = predict(contexts[j].image, others)
+            kept.append(HeldOut(net_j, fusion_j, contexts[j].masks, image_j))
+            return kept[-1]
 
-        stacking = leave_one_out(len(contexts), held_out)
-    raw = stacking.apply(network, fusion) if stacking is not None else network
-    return GuidedResult(raw, network, fusion, stacking, notes)
+        fitted = leave_one_out(len(contexts), held_out, stacking=stacking)
+    raw = fitted.apply(network, fusion, image) if fitted is not None else network
+    return GuidedResult(raw, network, fusion, fitted, notes, image, kept)
