@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_inference.py [--model medverse-small] [--sizes 128 192 256]
     [--contexts 1 4 8] [--threads 2] [--refine all adaptive] [--scene random|ball]
-    [--compare released|REV] [--repeats N]
+    [--compare released|REV] [--repeats N] [--masks uint8|float32]
 
 Each row runs in a fresh process: a cubic target and contexts (binary masks), the default
 per-axis level plan, ``sw_batch_size`` 2, ``context_batch`` 2, ``--threads`` threads (default 2),
@@ -19,6 +19,9 @@ output against the baseline's: ``released`` = this code with ``compat="released"
 window run; ``REV`` (a git revision, e.g. ``HEAD~5`` or a tag) = that revision's
 ``run_inference`` (``git archive`` into a temporary folder, put first on ``PYTHONPATH``) with its
 own defaults. Speed claims are these ratios, not absolute seconds on a shared machine.
+``--masks uint8`` (default) passes the context masks as uint8 0/1, as
+``ModelInputs.from_arrays`` does; ``--masks float32`` as float32. A ``REV`` baseline always gets
+float32 masks (revisions before uint8 masks could not resample them).
 ``--repeats N`` runs every row N times, the rows of a volume alternating (forwards, then
 backwards, ...) so that a load that comes and goes on a shared machine falls on both; the
 seconds are the median, the peak memory the largest.
@@ -56,6 +59,8 @@ if {scene!r} == "ball":
 else:
     t = torch.rand(1, 1, n, n, n, generator=gen); ci = torch.rand(1, L, 1, n, n, n, generator=gen)
     co = (torch.rand(1, L, 1, n, n, n, generator=gen) > 0.5).float()
+if {masks!r} == "uint8" and {baseline!r} != "rev":  # as ModelInputs.from_arrays passes them
+    co = co.to(torch.uint8)
 if {baseline!r} == "rev":  # another revision: only the options every revision has
     cfg, extra = InferenceConfig(sw_batch_size=2, context_batch=2), dict()
 else:
@@ -79,6 +84,9 @@ def _options(parser) -> None:  # noqa: ANN001
         "--compare", default=None, metavar="released|REV", help="baseline row (module doc)"
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs per row, alternated")
+    parser.add_argument(
+        "--masks", choices=["uint8", "float32"], default="uint8", help="context mask dtype"
+    )
 
 
 def _windows(run: list[int], skipped: list[int]) -> str:
@@ -97,7 +105,8 @@ def _revision_source(rev: str, folder: Path) -> str:
 
 def main() -> None:
     args = volume_args(__doc__, sizes=[128, 192, 256], contexts=[1, 4, 8], extra=_options)
-    print(f"scene {args.scene}" + (f", baseline {args.compare}" if args.compare else "")
+    print(f"scene {args.scene}, context masks {args.masks}"
+          + (f", baseline {args.compare}" if args.compare else "")
           + f", {args.repeats} run(s) per row\n")  # fmt: skip
     print("| volume | contexts | code | levels | windows run per level (skipped) | seconds | "
           "peak RSS GiB | time / baseline | memory / baseline | max abs diff vs baseline |")  # fmt: skip
@@ -120,7 +129,8 @@ def main() -> None:
                         output = str(folder / f"{label.replace(' ', '_')}.pt")
                         code = CODE.format(model=args.model, size=size, contexts=num,
                                            threads=args.threads, refine=refine, scene=args.scene,
-                                           baseline=baseline, output=output)  # fmt: skip
+                                           baseline=baseline, output=output,
+                                           masks=args.masks)  # fmt: skip
                         res = in_subprocess(code, source=source if baseline == "rev" else None)
                         if baseline == "rev" and not res["file"].startswith(str(source)):
                             raise SystemExit(f"the revision's code was not used: {res['file']}")

@@ -99,6 +99,8 @@ def test_segmentation_outputs_are_one_channel_per_label_or_one_mask() -> None:
     mask = ModelInputs.from_arrays(target, [(image, soft)], segmentation=True)
     assert mask.labels == (1,) and mask.outputs.shape == (1, 1, *SHAPE)
     np.testing.assert_array_equal(mask.outputs[0, 0], soft > 0.5)
+    # masks are kept as uint8 0/1 (a quarter of float32's memory per context)
+    assert inputs.outputs.dtype == mask.outputs.dtype == np.uint8
 
 
 def test_from_arrays_takes_a_generator_of_its_declared_length() -> None:

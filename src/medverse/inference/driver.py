@@ -148,12 +148,23 @@ class InferenceResult:
 
 
 def resize(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Trilinear resampling with ``align_corners=True`` of ``(B, ..., X, Y, Z)`` to ``shape``."""
+    """Trilinear resampling with ``align_corners=True`` of ``(B, ..., X, Y, Z)`` to ``shape``.
+
+    A tensor already of ``shape`` is returned as it is, whatever its dtype. Masks kept compact
+    (``bool`` or ``uint8``) are resampled as float32 one channel at a time, so that no float32
+    copy of every mask is held at once; the values are those of the float32 masks resampled."""
     if tuple(x.shape[-3:]) == tuple(shape):
         return x
     lead = x.shape[:-3]
     flat = x.reshape(lead[0], -1, *x.shape[-3:])
-    out = F.interpolate(flat, size=tuple(shape), mode="trilinear", align_corners=True)
+    if flat.is_floating_point():
+        out = F.interpolate(flat, size=tuple(shape), mode="trilinear", align_corners=True)
+    else:
+        out = flat.new_empty((*flat.shape[:2], *shape), dtype=torch.float32)
+        for c in range(flat.shape[1]):
+            out[:, c : c + 1] = F.interpolate(
+                flat[:, c : c + 1].float(), size=tuple(shape), mode="trilinear", align_corners=True
+            )
     return out.reshape(*lead, *shape)
 
 
@@ -231,6 +242,19 @@ def _sliding(
         ar_in: torch.Tensor | None,
         ar_out: torch.Tensor | None,
     ) -> torch.Tensor:
+        if win.device.type == "cpu" and len(slices) > 1:
+            # The network runs one window at a time on the CPU (predict_window): crop each
+            # window's contexts when it runs, as views of the volumes, instead of a copy of
+            # every window's contexts at once.
+            def part(x: torch.Tensor | None, i: int) -> torch.Tensor | None:
+                return None if x is None else x[i : i + 1]
+
+            return torch.cat(
+                [
+                    run(win[i : i + 1], slices[i : i + 1], part(ar_in, i), part(ar_out, i))
+                    for i in range(len(slices))
+                ]
+            )
         with torch.autocast(
             win.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
         ):
@@ -301,7 +325,10 @@ def run_inference(
         net: the network (eval mode).
         target: ``(B, 1, X, Y, Z)`` normalised to [0, 1].
         context_in: ``(B, L, 1, X, Y, Z)`` on the target grid, normalised.
-        context_out: ``(B, L, K, X, Y, Z)``: ``K`` outputs per context (one per class).
+        context_out: ``(B, L, K, X, Y, Z)``: ``K`` outputs per context (one per class). Masks
+            may be given as ``bool`` or ``uint8`` (0/1): they stay so, each window's crop is a
+            view of them, and they become float32 only a mini-batch of contexts at a time inside
+            the network (the same output as float32 masks, with less memory).
         config: driver settings.
         return_levels: keep each level's raw network output (on the grid it was run on).
         on_level: called with (level index, number of levels) before each level.

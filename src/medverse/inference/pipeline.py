@@ -84,8 +84,10 @@ class ModelInputs:
     Attributes:
         target: ``(X, Y, Z)`` float32, normalised to [0, 1].
         images: ``(L, 1, X, Y, Z)`` normalised context images.
-        outputs: ``(L, K, X, Y, Z)`` context outputs: one mask per label (segmentation) or the
-            normalised output image (``K = 1``).
+        outputs: ``(L, K, X, Y, Z)`` context outputs: one mask per label (segmentation; uint8
+            0/1 from :meth:`from_arrays`, a quarter of float32's memory, which the driver turns
+            into float32 a window's mini-batch of contexts at a time) or the normalised output
+            image (``K = 1``, float32).
         segmentation: the outputs are masks.
         labels: label value of each output channel (segmentation); ``()`` for image tasks.
         intensities: ``(X, Y, Z)`` the target before normalisation, whose minimum and maximum
@@ -158,7 +160,9 @@ class ModelInputs:
             intensities, clip_percentiles=clip_percentiles, name=target_name
         )
         images = np.empty((num_contexts, 1, *shape), np.float32)
-        outputs = np.empty((num_contexts, channels, *shape), np.float32)
+        outputs = np.empty(
+            (num_contexts, channels, *shape), np.uint8 if segmentation else np.float32
+        )
         bounds: list[tuple[float, float]] = []
         count = 0
         for i, (image, output) in enumerate(pairs):
