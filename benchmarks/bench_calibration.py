@@ -16,7 +16,8 @@ from _measure import in_subprocess, volume_args
 CODE = """
 import time, json, numpy as np, torch
 torch.set_num_threads({threads})
-from medverse.checkpoint.registry import get_spec, load_model
+from medverse.checkpoint.factory import load_model
+from medverse.checkpoint.model_registry import get_spec
 from medverse.inference.predictor import Predictor
 from medverse.io.context import Context, ContextPair
 from medverse.io.volume import Volume

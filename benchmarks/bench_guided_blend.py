@@ -22,7 +22,7 @@ import time
 
 import pandas as pd
 
-from medverse.checkpoint.registry import load_model
+from medverse.checkpoint.factory import load_model
 from medverse.evaluation.kit import KitConfig, build_kit, kit_shape
 from medverse.evaluation.model_method import ModelMethod
 from medverse.evaluation.protocol import evaluate

@@ -40,7 +40,8 @@ from _measure import in_subprocess, volume_args
 CODE = """
 import time, torch, json
 torch.set_num_threads({threads})
-from medverse.checkpoint.registry import get_spec, load_model
+from medverse.checkpoint.factory import load_model
+from medverse.checkpoint.model_registry import get_spec
 from medverse.inference.driver import InferenceConfig, run_inference
 spec = get_spec({model!r})
 net = load_model({model!r}, pretrained=spec.weights is not None)

@@ -24,7 +24,7 @@ from _measure import in_subprocess
 CODE = """
 import time, torch, json
 torch.set_num_threads({threads})
-from medverse.checkpoint.registry import load_model
+from medverse.checkpoint.factory import load_model
 net = load_model({model!r}, pretrained=False)
 w = net.config.window
 L = {contexts}

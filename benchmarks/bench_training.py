@@ -21,7 +21,7 @@ CODE = """
 import time, torch, json
 torch.set_num_threads({threads})
 torch.manual_seed(0)
-from medverse.checkpoint.registry import load_model
+from medverse.checkpoint.factory import load_model
 from medverse.training.steps import train_step
 net = load_model({model!r}, pretrained=False).train()
 opt = torch.optim.AdamW(net.parameters(), lr=1e-4)

@@ -58,8 +58,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medverse.checkpoint.factory import load_model
 from medverse.checkpoint.io import load_network, read_weights
-from medverse.checkpoint.registry import get_spec, load_model
+from medverse.checkpoint.model_registry import get_spec
 from medverse.evaluation.metrics import dice
 from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.model.network import MedverseNet

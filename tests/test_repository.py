@@ -139,7 +139,7 @@ def _room(name: str) -> str:
 
 def test_the_import_graph_is_parsed() -> None:
     # guards the checks below against an empty graph: known edges must be found
-    assert "medverse.checkpoint.specs" in GRAPH["medverse.checkpoint.io"]
+    assert "medverse.checkpoint.model_registry" in GRAPH["medverse.checkpoint.io"]
     # a function-level one
     assert "medverse.evaluation.metrics" in GRAPH["medverse.training.scoring"]
     assert "medverse.io.volume" in GRAPH["medverse.registration"]

@@ -26,8 +26,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = ["load_model", "list_models", "Predictor", "Context", "Prediction"]
 
 _LAZY = {
-    "load_model": "medverse.checkpoint.registry",
-    "list_models": "medverse.checkpoint.registry",
+    "load_model": "medverse.checkpoint.factory",
+    "list_models": "medverse.checkpoint.model_registry",
     "Predictor": "medverse.inference.predictor",
     "Prediction": "medverse.inference.predictor",
     "Context": "medverse.io.context",

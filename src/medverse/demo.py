@@ -237,7 +237,7 @@ def run_demo(
     Returns:
         :class:`DemoResult` with Dice/PSNR per task and the seconds of each stage.
     """
-    from medverse.checkpoint.registry import load_model
+    from medverse.checkpoint.factory import load_model
     from medverse.evaluation.kit import KitConfig, build_kit
     from medverse.evaluation.metrics import dice, psnr
     from medverse.files import atomic_write_bytes, atomic_write_text

@@ -9,7 +9,7 @@ import torch
 
 from medverse.checkpoint.convert import convert_official_state_dict, infer_config
 from medverse.checkpoint.io import LoadedWeights, load_network
-from medverse.checkpoint.registry import get_spec
+from medverse.checkpoint.model_registry import get_spec
 from medverse.errors import CheckpointError
 from medverse.model.network import MedverseNet
 from tests.conftest import MANIFEST

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from medverse.checkpoint.convert import RENAMES  # noqa: F401 - imported to document the table exists
+from medverse.checkpoint.factory import load_model
 from medverse.checkpoint.io import load_network, read_weights, save_model
-from medverse.checkpoint.registry import load_model
 from medverse.cli.main import app
 from medverse.errors import CheckpointError
 from medverse.model.network import MedverseNet

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from medverse.checkpoint.registry import get_spec
+from medverse.checkpoint.model_registry import get_spec
 from medverse.cli.main import app
 from medverse.demo import DEMO_STRUCTURES
 

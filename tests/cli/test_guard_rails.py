@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from medverse.checkpoint.factory import load_model
 from medverse.checkpoint.io import save_model
-from medverse.checkpoint.registry import load_model
 from medverse.cli.main import app, cli_wording
 from medverse.inference.guards import target_warnings
 from medverse.io.volume import Volume

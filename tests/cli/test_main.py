@@ -13,7 +13,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from medverse.checkpoint.registry import list_models
+from medverse.checkpoint.model_registry import list_models
 from medverse.cli.main import app, clean_errors, cli_wording, warn
 from medverse.errors import InputError
 

@@ -18,7 +18,7 @@ from einops import rearrange
 
 import medverse.model.attention as attention
 import medverse.model.network as network
-from medverse.checkpoint.registry import load_model
+from medverse.checkpoint.factory import load_model
 from medverse.model.blocks import Pointwise, ResidualUnit, UpsampleMerge, upsample2x
 from medverse.model.fusion import FusionBlock
 

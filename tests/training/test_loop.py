@@ -194,7 +194,7 @@ def test_validate_scores_with_the_evaluation_metrics(monkeypatch: pytest.MonkeyP
 
 
 def test_run_writes_logs_checkpoints_and_weights(make_config) -> None:
-    from medverse.checkpoint.registry import load_model
+    from medverse.checkpoint.factory import load_model
 
     threads = torch.get_num_threads()
     config = make_config(

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medverse.checkpoint.convert import convert_official_state_dict, infer_config
-from medverse.checkpoint.specs import get_spec
+from medverse.checkpoint.model_registry import get_spec
 from medverse.errors import CheckpointError
 from medverse.files import atomic_path, atomic_write_text
 from medverse.model.config import ModelConfig

@@ -188,7 +188,7 @@ def evaluate(
         if model is None:
             typer.echo("no --model given: evaluating the baselines only", err=True)
         else:
-            from medverse.checkpoint.registry import load_model
+            from medverse.checkpoint.factory import load_model
             from medverse.evaluation.model_method import ModelMethod
             from medverse.inference.driver import InferenceConfig
 

@@ -154,12 +154,8 @@ def info(
     """
     import json
 
-    from medverse.checkpoint.registry import (
-        get_spec,
-        list_models,
-        load_model,
-        released_weights_help,
-    )
+    from medverse.checkpoint.factory import load_model, released_weights_help
+    from medverse.checkpoint.model_registry import get_spec, list_models
 
     if model is None:
         for name in list_models():
@@ -401,7 +397,7 @@ def predict(
             ctx.fail("Missing option '--output' / '-o'.")
         if output_dir is not None or overwrite:
             ctx.fail("--output-dir and --overwrite go with --targets-from")
-    from medverse.checkpoint.registry import load_model
+    from medverse.checkpoint.factory import load_model
     from medverse.errors import InputError
     from medverse.inference.driver import InferenceConfig
     from medverse.inference.guards import target_warnings

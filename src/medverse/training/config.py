@@ -371,7 +371,7 @@ class TrainConfig:
         if isinstance(model, Mapping):
             model = ModelConfig.from_dict(dict(model))
         elif isinstance(model, str):
-            from medverse.checkpoint.specs import get_spec, list_models
+            from medverse.checkpoint.model_registry import get_spec, list_models
 
             try:
                 get_spec(model)
@@ -498,7 +498,7 @@ class TrainConfig:
         """The architecture (a registered name resolved through the registry)."""
         if isinstance(self.model, ModelConfig):
             return self.model
-        from medverse.checkpoint.specs import get_spec
+        from medverse.checkpoint.model_registry import get_spec
 
         return get_spec(self.model).config
 

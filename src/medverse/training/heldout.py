@@ -84,7 +84,7 @@ def _enhancements(config_path: str | None, names: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from medverse.checkpoint.registry import load_model
+    from medverse.checkpoint.factory import load_model
     from medverse.training.config import DataSource, TrainConfig
     from medverse.training.sources import build_datasets
     from medverse.training.steps import validation_episodes

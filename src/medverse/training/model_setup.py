@@ -47,7 +47,7 @@ def _prefix_of(names: Sequence[str], prefixes: Sequence[str], field: str) -> dic
 def _initial_model(config: TrainConfig) -> MedverseNet:
     model_config = config.model_config
     if config.init_weights:
-        from medverse.checkpoint.registry import load_model
+        from medverse.checkpoint.factory import load_model
 
         net = load_model(config.init_weights)
         if net.config == model_config:
