@@ -1,4 +1,4 @@
-"""Tests for medverse.intensity: min-max normalisation of the volumes the network sees."""
+"""Tests for medverse.intensity: min-max scaling of inputs (checked) and of training data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medverse.errors import InputError
-from medverse.intensity import normalize_intensity
+from medverse.intensity import minmax_scale, normalize_intensity
 
 
 def test_normalize_min_max() -> None:
@@ -42,3 +42,20 @@ def test_normalize_refuses_bad_percentiles(percentiles: tuple[float, ...]) -> No
 def test_normalize_refuses_nan() -> None:
     with pytest.raises(InputError, match="'ct': expected finite values, got 1 NaN"):
         normalize_intensity(np.array([0.0, np.nan, 1.0]), name="ct")
+
+
+def test_minmax_scale_known_answer() -> None:
+    volume = np.array([[-1.0, 0.0], [1.0, 3.0]])
+    result = minmax_scale(volume)
+    assert result.dtype == np.float32 and result.shape == (2, 2)
+    np.testing.assert_allclose(result, [[0.0, 0.25], [0.5, 1.0]], rtol=1e-6)
+    assert volume[0, 0] == -1.0  # input untouched
+    np.testing.assert_array_equal(minmax_scale(np.full((2, 3), 7.0)), np.zeros((2, 3), np.float32))
+
+
+def test_minmax_scale_adds_its_epsilon_to_the_range() -> None:
+    # the one difference from normalize_intensity (which divides by max(range, 1e-8)): the range
+    # plus 1e-8, so a range of 1e-8 scales to 1/2, not 1. Training data keeps these numbers.
+    volume = np.array([0.0, 1e-8])
+    np.testing.assert_allclose(minmax_scale(volume), [0.0, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(normalize_intensity(volume), [0.0, 1.0], rtol=1e-6)

@@ -1,8 +1,11 @@
-"""Intensity normalisation of the volumes the network sees: min-max to [0, 1], optionally after
-clipping percentiles.
+"""Intensity scaling to [0, 1]: min-max, optionally after clipping percentiles.
 
 Every path that runs the network (:mod:`medverse.inference.pipeline`, the registration-guided pass,
-the multi-atlas baselines) scales its target and context volumes with :func:`normalize_intensity`.
+the multi-atlas baselines) scales its target and context volumes with :func:`normalize_intensity`,
+and registration scales both images with it (clipping the 0.5-99.5 percentiles) before aligning
+them. Training data (synthetic subjects, episodes) is scaled with :func:`minmax_scale`, the same
+min-max without input checks and with ``1e-8`` added to the range rather than used as its floor:
+the two differ in the last bits (more for ranges near ``1e-8``), so each keeps its numbers.
 
 Example:
     >>> import numpy as np
@@ -20,7 +23,7 @@ import numpy as np
 from medverse.errors import InputError
 from medverse.validation import check_finite
 
-__all__ = ["normalize_intensity"]
+__all__ = ["minmax_scale", "normalize_intensity"]
 
 
 def normalize_intensity(
@@ -62,6 +65,28 @@ def normalize_intensity(
         data = np.clip(data, low, high)
     low, high = float(data.min()), float(data.max())
     return ((data - low) / max(high - low, 1e-8)).astype(np.float32, copy=False)
+
+
+def minmax_scale(volume: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1] as training data is scaled: ``(v - min) / (max - min + 1e-8)``.
+
+    No input checks (NaN stays NaN); a constant volume maps to zeros. Inputs a user hands over
+    go through :func:`normalize_intensity` instead, which checks them and divides by
+    ``max(max - min, 1e-8)``.
+
+    Args:
+        volume: any-shape array, e.g. ``(X, Y, Z)``.
+
+    Returns:
+        A new float32 array of the same shape.
+
+    Example:
+        >>> minmax_scale(np.array([-1.0, 0.0, 3.0])).tolist()
+        [0.0, 0.25, 1.0]
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    low, high = float(volume.min()), float(volume.max())
+    return ((volume - low) / (high - low + 1e-8)).astype(np.float32)
 
 
 def _check_percentiles(clip_percentiles: Sequence[float]) -> tuple[float, float]:

@@ -58,6 +58,7 @@ from scipy import ndimage
 
 from medverse.errors import InputError, RegistrationError
 from medverse.files import atomic_path
+from medverse.intensity import normalize_intensity
 from medverse.types import PathLike
 from medverse.validation import check_option, format_shape
 
@@ -691,15 +692,6 @@ def _check_result(reg: Registration, fixed: Volume, moving: Volume) -> None:
 # -------------------------------------------------------------------------- image helpers
 
 
-def _normalise(array: np.ndarray) -> np.ndarray:
-    """Clip to the 0.5-99.5 percentiles, then min-max to [0, 1] (float32)."""
-    data = np.asarray(array, dtype=np.float32)
-    low, high = np.percentile(data, _CLIP)
-    data = np.clip(data, low, high)
-    low, high = float(data.min()), float(data.max())
-    return ((data - low) / max(high - low, 1e-8)).astype(np.float32, copy=False)
-
-
 def _spacing(affine: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum(np.asarray(affine, dtype=np.float64)[:3, :3] ** 2, axis=0))
 
@@ -732,10 +724,12 @@ def _registration_grids(
     factor = 1
     while np.prod([max(1, n // factor) for n in fixed.shape]) > settings.grid_voxels:
         factor += 1
-    fixed_small = _block_average(_normalise(fixed.array), fixed.affine, [factor] * 3)
+    fixed_array = normalize_intensity(fixed.array, clip_percentiles=_CLIP, name=fixed.name)
+    fixed_small = _block_average(fixed_array, fixed.affine, [factor] * 3)
     size = float(_spacing(fixed_small[1]).min())
     moving_factors = [max(1, int(round(size / s))) for s in _spacing(moving.affine)]
-    moving_small = _block_average(_normalise(moving.array), moving.affine, moving_factors)
+    moving_array = normalize_intensity(moving.array, clip_percentiles=_CLIP, name=moving.name)
+    moving_small = _block_average(moving_array, moving.affine, moving_factors)
     return fixed_small, moving_small
 
 
@@ -830,7 +824,8 @@ def _sitk_affine(
 
 
 def _sitk_registration_image(volume: Volume) -> sitk.Image:
-    image = _to_sitk(_normalise(volume.array), volume.affine)
+    array = normalize_intensity(volume.array, clip_percentiles=_CLIP, name=volume.name)
+    image = _to_sitk(array, volume.affine)
     factors = [max(1, int(np.ceil(n / _SITK_MAX_SIZE))) for n in image.GetSize()]
     if max(factors) > 1:
         image = sitk.BinShrink(image, factors)  # block averages: anti-aliased and fast

@@ -22,8 +22,9 @@ from medverse.data.episodes import (
     rotate,
 )
 from medverse.data.nnunet_raw import NnUNetDataset
-from medverse.data.phantoms import _minmax, make_subject
+from medverse.data.phantoms import make_subject
 from medverse.errors import InputError
+from medverse.intensity import minmax_scale
 from medverse.types import TASK_FAMILIES
 
 WINDOW = 16
@@ -130,7 +131,7 @@ def test_segmentation_masks_binary_and_subset_shared(dataset: NnUNetDataset) -> 
         modality = episode.params["modality"]
         inputs = [episode.target, *episode.context_in]
         for image, case in zip(inputs, members(episode, dataset), strict=True):
-            np.testing.assert_allclose(image[0], _minmax(case.images[modality]), atol=1e-6)
+            np.testing.assert_allclose(image[0], minmax_scale(case.images[modality]), atol=1e-6)
     assert len(sizes) > 1
 
 
@@ -155,15 +156,15 @@ def test_transformation_pairs_modalities_of_one_subject(dataset: NnUNetDataset) 
         )
         for image, output, case in pairs:
             source = case.images[episode.params["modality"]]
-            np.testing.assert_allclose(image[0], _minmax(source), atol=1e-6)
+            np.testing.assert_allclose(image[0], minmax_scale(source), atol=1e-6)
             if episode.task == "transformation:skull_strip":
                 assert np.all(output[0][case.labels == 0] == 0)
                 np.testing.assert_allclose(
-                    output[0], _minmax(_minmax(source) * (case.labels > 0)), atol=1e-6
+                    output[0], minmax_scale(minmax_scale(source) * (case.labels > 0)), atol=1e-6
                 )
             else:
                 destination = case.images[episode.params["output_modality"]]
-                np.testing.assert_allclose(output[0], _minmax(destination), atol=1e-6)
+                np.testing.assert_allclose(output[0], minmax_scale(destination), atol=1e-6)
     assert seen == {"transformation:0->1", "transformation:1->0", "transformation:skull_strip"}
 
 
@@ -178,10 +179,10 @@ def test_enhancement_pairs_are_degraded_and_clean(dataset: NnUNetDataset, name: 
     inputs = [episode.target, *episode.context_in]
     outputs = [episode.target_reference, *episode.context_out]
     for k, case in enumerate(members(episode, dataset)):
-        clean = _minmax(case.images[episode.params["modality"]])
-        np.testing.assert_allclose(outputs[k][0], _minmax(clean), atol=1e-6)
+        clean = minmax_scale(case.images[episode.params["modality"]])
+        np.testing.assert_allclose(outputs[k][0], minmax_scale(clean), atol=1e-6)
         replayed = ENHANCEMENT_OPS[name](**degradations[k])(clean)
-        np.testing.assert_allclose(inputs[k][0], _minmax(replayed), atol=1e-5)
+        np.testing.assert_allclose(inputs[k][0], minmax_scale(replayed), atol=1e-5)
         assert not np.allclose(inputs[k], outputs[k], atol=1e-3)
     # strength shared by the episode, realisation per member
     strength = {"gaussian_noise": "std", "salt_and_pepper": "amount", "inpainting": "fraction"}

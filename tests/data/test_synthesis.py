@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import medverse.data as data
+import medverse.intensity as intensity
 from medverse.data import degradations, noise, phantoms, synthesis
 
 
@@ -18,7 +19,7 @@ def test_the_names_of_the_split_synthesis_stay_importable_from_their_old_home() 
         if name in data.__all__:
             assert getattr(data, name) is getattr(module, name), name
     # the private helpers other modules took from synthesis.py
-    assert synthesis._minmax is phantoms._minmax
+    assert synthesis._minmax is intensity.minmax_scale  # now the one min-max of training data
     assert synthesis._RandomOp is degradations._RandomOp
     assert synthesis._down_up is degradations._down_up
     assert synthesis._range is degradations._range

@@ -45,6 +45,7 @@ import torch
 from scipy import ndimage
 
 from medverse.errors import InputError
+from medverse.intensity import minmax_scale
 from medverse.types import TASK_FAMILIES
 from medverse.validation import check_option
 
@@ -58,7 +59,6 @@ from .augment import (
 from .cases import Case
 from .datasets import DatasetMix
 from .degradations import _RandomOp, enhancement_ops
-from .phantoms import _minmax
 
 __all__ = [
     "DEFAULT_TASK_WEIGHTS",
@@ -401,7 +401,7 @@ class EpisodeSampler:
 
         inputs, outputs, intensity, degradations = [], [], [], []
         for k, member in enumerate(members):
-            image = _minmax(member.input)
+            image = minmax_scale(member.input)
             if self.intensity is not None:
                 augmentation = self.intensity.draw(rng)
                 image = augmentation(image)
@@ -413,21 +413,21 @@ class EpisodeSampler:
                 source, output = image, np.clip(mask, 0, 1) if soft else (mask > 0.5)
             elif task == "transformation:skull_strip":
                 assert member.mask is not None
-                source, output = image, _minmax(image * (member.mask > 0.5))
+                source, output = image, minmax_scale(image * (member.mask > 0.5))
             elif family == "transformation":
                 assert member.second is not None
-                source, output = image, _minmax(member.second)
+                source, output = image, minmax_scale(member.second)
             else:
                 assert enhancement is not None
                 op = enhancement.draw(rng)
                 degradations.append(dataclasses.asdict(op))
                 source, output = image.astype(np.float32), image
                 source = op(source)
-            inputs.append(_minmax(source)[None])
+            inputs.append(minmax_scale(source)[None])
             outputs.append(
                 output.astype(np.float32)[None]
                 if family == "segmentation"
-                else _minmax(output)[None]
+                else minmax_scale(output)[None]
             )
         if intensity:
             params["intensity"] = intensity

@@ -226,8 +226,8 @@ def sample_on_grid(
 def divide_by_peak(volume: np.ndarray) -> np.ndarray:
     """Negative values set to 0, then divided by the maximum (kept as is when that is 0); float32.
 
-    Not a min-max normalisation: the minimum stays where it is (compare the ``_minmax`` of
-    :mod:`medverse.data.phantoms`, which maps the minimum to 0).
+    Not a min-max normalisation: the minimum stays where it is (compare
+    :func:`medverse.intensity.minmax_scale`, which maps the minimum to 0).
 
     Example:
         >>> divide_by_peak(np.array([-1.0, 1.0, 4.0])).tolist()

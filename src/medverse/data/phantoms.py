@@ -25,6 +25,7 @@ from scipy.spatial.transform import Rotation
 from medverse.data.degradations import RandomBiasField, RandomGaussianNoise
 from medverse.data.noise import _shape3, perlin_noise
 from medverse.errors import InputError
+from medverse.intensity import minmax_scale
 from medverse.types import PathLike
 
 __all__ = [
@@ -344,16 +345,10 @@ def render_modality(
     image = np.asarray(table, dtype=np.float64)[labels]
     image *= 1 + texture * perlin_noise(labels.shape, cells=4, octaves=2, rng=rng)
     image = gaussian_filter(image, sigma=rng.uniform(*blur_sigma))
-    image = _minmax(image)
+    image = minmax_scale(image)
     image = RandomBiasField(coefficients=bias_coefficient).draw(rng)(image)
-    image = RandomGaussianNoise(std=noise_std).draw(rng)(_minmax(image))
-    return _minmax(image)
-
-
-def _minmax(volume: np.ndarray) -> np.ndarray:
-    volume = np.asarray(volume, dtype=np.float32)
-    low, high = float(volume.min()), float(volume.max())
-    return ((volume - low) / (high - low + 1e-8)).astype(np.float32)
+    image = RandomGaussianNoise(std=noise_std).draw(rng)(minmax_scale(image))
+    return minmax_scale(image)
 
 
 @dataclass(frozen=True, eq=False)

@@ -53,9 +53,11 @@ from medverse.data.phantoms import (
     render_modality,
     write_synthetic_dataset,
 )
-from medverse.data.phantoms import (
-    _minmax as _minmax,
-)
+from medverse.intensity import minmax_scale
+
+# the private min-max that other modules took from here: data/phantoms.py's ``_minmax``,
+# now medverse.intensity.minmax_scale
+_minmax = minmax_scale
 
 __all__ = [
     "ENHANCEMENT_OPS",
