@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medverse.data.episodes import EpisodeSampler
 from medverse.data.mni import (
     HEAD_CENTRE_MM,
     MNI_TRAIN_SEED_NAMESPACE,
@@ -29,8 +28,6 @@ from medverse.data.mni import (
 )
 from medverse.errors import InputError
 from medverse.evaluation.kit import KIT_SEED_NAMESPACE
-from medverse.training.config import DataSource
-from medverse.training.sources import build_datasets
 
 SMALL = dict(base_shape=(24, 28, 24), voxel_mm=(8.0, 10.0))
 
@@ -77,21 +74,6 @@ def test_labels_are_tissue_classes_and_aal_pairs_inside_the_brain() -> None:
     assert np.all(tissue.labels[regions.labels > 0] > 0)
 
 
-def test_mni_source_builds_two_datasets_that_episodes_sample() -> None:
-    source = DataSource(
-        kind="mni", num_subjects=3, num_val_cases=2, shape=(24, 28, 24), voxel_mm=(8.0, 8.0)
-    )
-    train, val = build_datasets([source])
-    assert [d.name for d in train] == ["mni0_tissue", "mni0_regions"]
-    assert [d.name for d in val] == ["mni0_tissue_val", "mni0_regions_val"]
-    assert [len(d) for d in train + val] == [3, 3, 2, 2]
-    assert train[0].brain_mask_from_labels and not train[1].brain_mask_from_labels
-    sampler = EpisodeSampler(train, num_contexts=2, window=16, seed=0)
-    tasks = {sampler.sample(i).task for i in range(40)}
-    assert "segmentation" in tasks and "transformation:skull_strip" in tasks
-    assert {"transformation:0->1", "transformation:1->0"} & tasks
-
-
 def test_tissue_threshold_labels_only_voxels_that_are_mostly_one_tissue() -> None:
     shape = dict(base_shape=(40, 46, 40), voxel_mm=(5.0, 5.0))
     argmax, regions = make_mni_cases(2, **shape)
@@ -108,18 +90,6 @@ def test_tissue_threshold_labels_only_voxels_that_are_mostly_one_tissue() -> Non
     assert labelled.sum() <= (lower.labels > 0).sum() <= (argmax.labels > 0).sum()
     with pytest.raises(ValueError, match="tissue_threshold"):
         make_mni_cases(2, tissue_threshold=1.0, **shape)
-
-
-def test_a_thresholded_tissue_source_gives_no_brain_masks() -> None:
-    common = dict(kind="mni", num_subjects=2, num_val_cases=0, shape=(24, 28, 24))
-    source = DataSource(voxel_mm=(8.0, 8.0), tissue_threshold=0.5, **common)
-    train, _ = build_datasets([source])
-    tissue = next(d for d in train if d.name.endswith("_tissue"))
-    plain, _ = build_datasets([DataSource(voxel_mm=(8.0, 8.0), **common)])
-    plain_tissue = next(d for d in plain if d.name.endswith("_tissue"))
-    assert plain_tissue.brain_mask_from_labels and not tissue.brain_mask_from_labels
-    with pytest.raises(ValueError, match="tissue_threshold"):
-        DataSource(voxel_mm=(8.0, 8.0), tissue_threshold=-0.1, **common)
 
 
 @pytest.mark.parametrize("voxel_mm", [(0.0, 1.0), (3.0, 2.0)])

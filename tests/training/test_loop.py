@@ -1,194 +1,24 @@
-"""Training windows, steps, validation, the run folder and ``medverse train``."""
+"""The run (``training/loop.py``): the run folder, its log and checkpoints, and ``medverse train``.
+
+The parts of a run have their own files: ``test_sources.py``, ``test_steps.py``,
+``test_model_setup.py``, ``test_scoring.py``, ``test_checkpoints.py`` (resuming a whole run:
+``test_resume.py``).
+"""
 
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from medverse.data.episodes import Episode
 from medverse.errors import InputError
 from medverse.training import loop, steps
 from medverse.training.config import TrainConfig
-from medverse.training.distributed import DistInfo
 from medverse.training.loop import run
-from medverse.training.model_setup import build_model, lr_factor
-from medverse.training.scoring import context_mean_dice, validate
-from medverse.training.sources import build_datasets
-from medverse.training.steps import StepBuilder, train_step, validation_episodes
 
-from .conftest import TINY_MODEL, fake_episode, tiny_config
-
-# -- schedule ----------------------------------------------------------------------------------
-
-
-def test_lr_schedule_warmup_then_cosine() -> None:
-    config = TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_factor(0, config) == pytest.approx(0.1)
-    assert lr_factor(4, config) == pytest.approx(0.5)
-    assert lr_factor(10, config) == pytest.approx(1.0)
-    assert lr_factor(60, config) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos = 0
-    assert lr_factor(110, config) == pytest.approx(0.1)
-    flat = config.replace(schedule="constant")
-    assert lr_factor(100, flat) == 1.0
-
-
-# -- guided steps (the windows themselves: tests/training/test_coarse_to_fine.py) -------------
-
-
-def test_guided_steps_train_segmentation_with_registered_contexts(make_config) -> None:
-    config = make_config(guided_prob=1.0, model={**TINY_MODEL, "prior_gate": True})
-    train_sets, _ = build_datasets(config.data)
-    builder = StepBuilder(train_sets, config)
-    batch = builder.build(0)
-    assert batch["pass"] == "guided" and batch["guided"] is True
-    assert set(batch["family"]) == {"segmentation"}
-    # the prior is the mean of the (soft) context masks, and the AR image is the target
-    assert torch.allclose(batch["ar_out"][:, 0], batch["context_out"].mean(dim=1), atol=1e-6)
-    assert torch.equal(batch["ar_in"][:, 0], batch["target"])
-    # a guided step at a zero gate starts exactly at the prior, and the step moves the gate
-    torch.manual_seed(0)
-    net = build_model(config)
-    gate = net.target_decoder.output_block.prior_gate
-    with torch.no_grad():
-        start = net(
-            batch["target"],
-            batch["context_in"],
-            batch["context_out"],
-            batch["ar_in"],
-            batch["ar_out"],
-            guided=True,
-        )
-    assert torch.equal(start, batch["ar_out"][:, 0])
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    train_step(net, optimizer, batch, grad_clip=0.0)
-    assert gate.weight.abs().sum() > 0
-    assert not StepBuilder(train_sets, make_config(guided_prob=0.0)).is_guided(0)
-    for bad in (-0.1, 1.5):
-        with pytest.raises(InputError, match="guided_prob"):
-            make_config(guided_prob=bad)
-    with pytest.raises(InputError, match="residual_voxels"):
-        make_config(residual_voxels=[2.0, 1.0])
-
-
-# -- step building -------------------------------------------------------------------------------
-
-
-def test_steps_are_pure_and_shards_add_up(make_config, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = make_config(batch_size=4, num_contexts=[2, 3])
-    train_sets, _ = build_datasets(config.data)
-    whole = StepBuilder(train_sets, config).build(5)
-    again = StepBuilder(train_sets, config).build(5)
-    for key in ("target", "reference", "context_in", "context_out"):
-        assert torch.equal(whole[key], again[key])
-    # two ranks of two: their halves concatenate to the single-process batch
-    monkeypatch.setattr(steps, "all_reduce_min", lambda value, info: value)
-    halves = [
-        StepBuilder(train_sets, config, DistInfo(rank=r, world_size=2)).build(5) for r in (0, 1)
-    ]
-    for key in ("target", "reference", "context_in", "context_out"):
-        assert torch.equal(torch.cat([h[key] for h in halves]), whole[key])
-    assert halves[0]["family"] + halves[1]["family"] == whole["family"]
-    with pytest.raises(InputError, match="multiple of the number of processes"):
-        StepBuilder(train_sets, config, DistInfo(rank=0, world_size=3))
-
-
-def test_train_step_learns_a_fixed_batch(make_config) -> None:
-    config = make_config()
-    torch.manual_seed(0)
-    net = build_model(config)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    train_sets, _ = build_datasets(config.data)
-    batch = StepBuilder(train_sets, config).build(0)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    losses = [train_step(net, optimizer, batch, grad_clip=0.25)["loss"] for _ in range(6)]
-    assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < losses[0]
-    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
-    assert "target_decoder.output_block.head.weight" in changed or len(changed) > 10
-
-
-def test_grad_clip_reports_the_norm_before_clipping(make_config) -> None:
-    config = make_config()
-    net = build_model(config)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
-    train_sets, _ = build_datasets(config.data)
-    batch = StepBuilder(train_sets, config).build(1)
-    out = train_step(net, optimizer, batch, grad_clip=1e-3)
-    norm = torch.linalg.vector_norm(
-        torch.stack([p.grad.norm() for p in net.parameters() if p.grad is not None])
-    )
-    assert out["grad_norm"] > 1e-3
-    assert norm.item() == pytest.approx(1e-3, rel=1e-3)
-
-
-# -- validation ----------------------------------------------------------------------------------
-
-
-def test_context_mean_baseline_by_hand() -> None:
-    episode = fake_episode(shape=(4, 4, 4), num_contexts=3)
-    target = np.zeros((1, 4, 4, 4), np.float32)
-    target[0, :2] = 1  # 32 voxels
-    contexts = np.zeros((3, 1, 4, 4, 4), np.float32)
-    contexts[:2, 0, :2] = 1  # two of three agree with the target: mean 2/3 > 0.5
-    contexts[2, 0, 2:] = 1
-    contexts[:2, 0, 2, :2] = 1  # 8 extra voxels with mean 2/3: false positives
-    episode = Episode(
-        episode.target, target, episode.context_in, contexts, "segmentation", "segmentation", 0
-    )
-    assert context_mean_dice([episode]) == pytest.approx(2 * 32 / (32 + 40))
-    assert math.isnan(context_mean_dice([fake_episode(family="enhancement")]))
-
-
-def test_validate_scores_each_family(make_config) -> None:
-    config = make_config(num_val_episodes=4, val_num_contexts=2)
-    _, val_sets = build_datasets(config.data)
-    episodes = validation_episodes(val_sets, config)
-    families = {e.family for e in episodes}
-    net = build_model(config)
-    metrics = validate(net, episodes)
-    assert net.training  # restored
-    if "segmentation" in families:
-        assert 0.0 <= metrics["dice"] <= 1.0
-    if families - {"segmentation"}:
-        assert math.isfinite(metrics["psnr"]) and -1.0 <= metrics["ssim"] <= 1.0
-
-
-def test_validate_scores_with_the_evaluation_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A stand-in driver returns the mean of the context outputs (offset so some voxels leave
-    # [0, 1] and get clamped); validate must give exactly what evaluation.metrics gives on it.
-    from medverse.evaluation import metrics
-    from medverse.inference import pipeline
-    from medverse.inference.driver import InferenceResult
-    from medverse.inference.pyramid import plan_levels
-
-    def mean_of_contexts(net, target, context_in, context_out, settings, **kwargs):
-        plan = plan_levels(tuple(target.shape[-3:]), 16)
-        return InferenceResult(output=context_out.float().mean(1) * 1.2 - 0.1, plan=plan)
-
-    monkeypatch.setattr(pipeline, "run_inference", mean_of_contexts)
-    segmentation = fake_episode(shape=(12, 12, 12), num_contexts=3, seed=1)
-    enhancement = fake_episode(shape=(12, 12, 12), family="enhancement", seed=2)
-    scores = validate(torch.nn.Conv3d(1, 1, 1), [segmentation, enhancement])
-
-    def stand_in(episode: Episode) -> np.ndarray:
-        return np.asarray(episode.context_out, np.float32).mean(0)[0] * 1.2 - 0.1
-
-    reference = segmentation.target_reference[0]
-    expected_dice = metrics.dice(stand_in(segmentation), reference)
-    image = np.clip(stand_in(enhancement), 0, 1)
-    expected_psnr = metrics.psnr(image, enhancement.target_reference[0], 1.0)
-    expected_ssim = metrics.ssim(image, enhancement.target_reference[0], 1.0, use_monai=True)
-    assert 0.1 < expected_dice < 0.99 and 0.01 < abs(expected_ssim) < 0.99  # neither trivial
-    assert scores["dice"] == pytest.approx(expected_dice, rel=1e-6)
-    assert scores["dice_segmentation"] == scores["dice"]
-    assert scores["psnr"] == pytest.approx(expected_psnr, rel=1e-6)
-    assert scores["ssim"] == pytest.approx(expected_ssim, rel=1e-6)
-
+from .conftest import TINY_MODEL, tiny_config
 
 # -- the run folder ------------------------------------------------------------------------------
 
@@ -274,82 +104,6 @@ def test_cli_train_on_nnunet_dataset_runs_every_family(tmp_path: Path) -> None:
 
 def test_tiny_model_constant_matches_conftest() -> None:
     assert TrainConfig(model=TINY_MODEL).model_config.window == 16
-
-
-def test_nnunet_source_holds_out_the_last_cases(tmp_path: Path) -> None:
-    from medverse.data.synthesis import write_synthetic_dataset
-    from medverse.training.config import DataSource
-
-    root = write_synthetic_dataset(
-        tmp_path / "Dataset008_Split", num_subjects=5, shape=(12, 12, 12)
-    )
-    train_sets, val_sets = build_datasets(
-        [DataSource(kind="nnunet", path=str(root), num_val_cases=2)]
-    )
-    assert [len(d) for d in train_sets] == [3] and [len(d) for d in val_sets] == [2]
-    assert set(train_sets[0].case_names).isdisjoint(val_sets[0].case_names)
-    with pytest.raises(InputError, match="fewer than 2 for training"):
-        build_datasets([DataSource(kind="nnunet", path=str(root), num_val_cases=4)])
-
-
-def test_init_weights_grow_an_input_skip_and_nothing_else(make_config, tmp_path: Path) -> None:
-    from medverse.checkpoint.io import save_model
-    from medverse.model.config import ModelConfig
-    from medverse.model.network import MedverseNet
-
-    torch.manual_seed(1)
-    plain = MedverseNet(ModelConfig(channels=(4, 8, 16), window=16))
-    path = tmp_path / "plain.safetensors"
-    save_model(path, plain.state_dict(), plain.config, source="test")
-    grown = build_model(
-        make_config(init_weights=str(path), model={**TINY_MODEL, "input_skip": True})
-    )
-    assert grown.config.input_skip and grown.target_decoder.output_block.gate is not None
-    for key, value in plain.state_dict().items():
-        assert torch.equal(grown.state_dict()[key], value)
-    with pytest.raises(InputError, match="architecture"):
-        build_model(
-            make_config(init_weights=str(path), model={"channels": [4, 8, 32], "window": 16})
-        )
-
-
-def test_lr_scales_give_named_parameters_their_own_rate(make_config) -> None:
-    from medverse.training.model_setup import _optimizer
-
-    config = make_config(
-        model={**TINY_MODEL, "input_skip": True}, lr_scales={"target_decoder.output_block.gate": 50}
-    )
-    net = build_model(config)
-    optimizer = _optimizer(net, config)
-    gate = {id(p) for p in net.target_decoder.output_block.gate.parameters()}
-    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
-    assert all(rates[i] == pytest.approx(5e-2) for i in gate)
-    assert sum(r == pytest.approx(1e-3) for r in rates.values()) == len(rates) - 2
-    with pytest.raises(InputError, match="no parameter name starts with"):
-        _optimizer(net, make_config(lr_scales={"decoder.nothing": 2}))
-    for bad in ({"x": 0}, {"x": "fast"}, [1, 2], {}):
-        with pytest.raises(InputError, match="lr_scales"):
-            make_config(lr_scales=bad)
-
-
-def test_trainable_freezes_everything_else(make_config) -> None:
-    config = make_config(trainable=["target_decoder.output_block"])
-    net = build_model(config)
-    trained = {n for n, p in net.named_parameters() if p.requires_grad}
-    assert trained and all(n.startswith("target_decoder.output_block") for n in trained)
-    train_sets, _ = build_datasets(config.data)
-    batch = StepBuilder(train_sets, config).build(0)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
-    train_step(net, optimizer, batch)
-    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed and all(k.startswith("target_decoder.output_block") for k in changed)
-    with pytest.raises(InputError, match="no parameter name starts with"):
-        build_model(make_config(trainable=["nothing.here"]))
-    for bad in ("target_decoder", [], [""]):
-        with pytest.raises(InputError, match="trainable"):
-            make_config(trainable=bad)
 
 
 def test_the_names_of_the_split_loop_stay_importable_from_their_old_homes() -> None:
