@@ -14,7 +14,13 @@ import sys
 
 import pytest
 
-PACKAGES = ["medverse.evaluation", "medverse.io", "medverse.data", "medverse.training"]
+PACKAGES = [
+    "medverse.evaluation",
+    "medverse.io",
+    "medverse.data",
+    "medverse.training",
+    "medverse.registration",
+]
 
 
 def _loaded_after(statement: str) -> list[str]:

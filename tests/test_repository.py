@@ -142,7 +142,7 @@ def test_the_import_graph_is_parsed() -> None:
     assert "medverse.checkpoint.model_registry" in GRAPH["medverse.checkpoint.io"]
     # a function-level one
     assert "medverse.evaluation.metrics" in GRAPH["medverse.training.scoring"]
-    assert "medverse.io.volume" in GRAPH["medverse.registration"]
+    assert "medverse.io.volume" in GRAPH["medverse.registration.sitk_engine"]
 
 
 def test_no_import_circles_between_medverse_modules() -> None:

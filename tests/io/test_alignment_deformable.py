@@ -10,7 +10,7 @@ import pytest
 from medverse.errors import InputError
 from medverse.io import ALIGN_MODES, ContextPair, Volume, align_pair, align_to_target
 from medverse.registration import RegistrationCache
-from tests.test_registration import GRID, dice, smooth_deformation, subject
+from tests.registration.phantom import GRID, dice, smooth_deformation, subject
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def evaluate(
     from medverse.evaluation.protocol import evaluate as run_protocol
     from medverse.evaluation.report import write_report
     from medverse.inference.driver import REFINE_MODES
-    from medverse.registration import ENGINES
+    from medverse.registration.settings import ENGINES
 
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(METHODS))

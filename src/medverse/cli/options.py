@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from medverse.registration import RegistrationCache
+    from medverse.registration.cache import RegistrationCache
 
 __all__ = ["CACHE_DIR", "NO_CACHE", "old_spelling", "registration_cache", "spelled"]
 
@@ -25,7 +25,7 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the regi
 
 def registration_cache(cache_dir: Path | None, no_cache: bool) -> RegistrationCache | None:
     """The cache the two options above ask for."""
-    from medverse.registration import RegistrationCache, default_cache_dir
+    from medverse.registration.cache import RegistrationCache, default_cache_dir
 
     return None if no_cache else RegistrationCache(cache_dir or default_cache_dir())
 

@@ -40,13 +40,10 @@ from scipy import ndimage
 
 from medverse.errors import InputError
 from medverse.io.volume import Volume
-from medverse.registration import (
-    Registration,
-    RegistrationCache,
-    RegistrationSettings,
-    register,
-    registration_key,
-)
+from medverse.registration.cache import RegistrationCache, registration_key
+from medverse.registration.driver import register
+from medverse.registration.settings import RegistrationSettings
+from medverse.registration.transform import Registration
 from medverse.types import TASK_FAMILIES
 
 __all__ = [
@@ -65,8 +62,9 @@ logger = logging.getLogger(__name__)
 
 # Registration is deterministic, so a transform can be reused whenever the same (target, context)
 # images meet again: across draws, across the tasks that share an input image and across the
-# methods that register the same way. Keyed by medverse.registration.registration_key (a digest
-# of both arrays, the grid, the kind, engine and settings); least recently used entries go first.
+# methods that register the same way. Keyed by medverse.registration.cache.registration_key (a
+# digest of both arrays, the grid, the kind, engine and settings); least recently used entries go
+# first.
 _REGISTRATION_CACHE: OrderedDict[str, Registration] = OrderedDict()
 _REGISTRATION_CACHE_SIZE = 128
 
@@ -383,7 +381,7 @@ def joint_label_fusion(
     if _family(task_family) != "segmentation":
         raise InputError("joint_label_fusion applies to segmentation, not image tasks.")
     from medverse.intensity import normalize_intensity
-    from medverse.registration import _import_ants
+    from medverse.registration.ants_engine import _import_ants
 
     target, images, outputs = _check_inputs(
         target_image, context_images, context_outputs, need_images=True

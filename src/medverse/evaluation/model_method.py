@@ -19,7 +19,8 @@ from medverse.inference.guided import (
 )
 from medverse.inference.pipeline import ModelInputs, predict_arrays
 from medverse.io.volume import Volume
-from medverse.registration import RegistrationCache, register
+from medverse.registration.cache import RegistrationCache
+from medverse.registration.driver import register
 from medverse.types import TASK_FAMILIES
 
 __all__ = ["GUIDED_OUTPUTS", "MODEL_ALIGNMENTS", "ModelMethod"]

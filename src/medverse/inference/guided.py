@@ -44,7 +44,8 @@ from medverse.inference.driver import InferenceConfig, run_inference
 from medverse.intensity import normalize_intensity
 from medverse.io.volume import Volume
 from medverse.model.network import MedverseNet
-from medverse.registration import RegistrationCache, register
+from medverse.registration.cache import RegistrationCache
+from medverse.registration.driver import register
 from medverse.validation import check_option
 
 __all__ = [

@@ -44,7 +44,7 @@ from medverse.io.volume import (
     write_volume,
 )
 from medverse.model.network import MedverseNet
-from medverse.registration import RegistrationCache
+from medverse.registration.cache import RegistrationCache
 from medverse.types import PathLike
 from medverse.validation import check_option, check_same_grid, check_volume
 

@@ -47,10 +47,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medverse import registration
 from medverse.errors import InputError
 from medverse.io.context import OUTPUT_KINDS, ContextPair
 from medverse.io.volume import Volume
+from medverse.registration.cache import RegistrationCache
+from medverse.registration.driver import register
+from medverse.registration.settings import ENGINES
+from medverse.registration.transform import resample_to_grid
 from medverse.validation import check_option, format_shape, format_spacing
 
 __all__ = ["ALIGN_MODES", "INTERPOLATIONS", "align_pair", "align_to_target"]
@@ -73,7 +76,7 @@ def align_to_target(
     mode: str = "physical",
     interpolation: str | None = None,
     engine: str | None = None,
-    cache: registration.RegistrationCache | None = None,
+    cache: RegistrationCache | None = None,
 ) -> np.ndarray:
     """Resample ``volume`` onto the voxel grid of ``target``.
 
@@ -114,7 +117,7 @@ def align_to_target(
     if mode == "fov":
         return _resize_fov(volume, target, interpolation)
     if mode in _REGISTERED:
-        reg = registration.register(target, volume, kind=mode, engine=engine, cache=cache)
+        reg = register(target, volume, kind=mode, engine=engine, cache=cache)
         aligned = reg.warp(volume.array, interpolation=interpolation)
         coverage = reg.coverage
     else:
@@ -131,7 +134,7 @@ def align_pair(
     mode: str = "physical",
     output_kind: str | None = None,
     engine: str | None = None,
-    cache: registration.RegistrationCache | None = None,
+    cache: RegistrationCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Bring a context pair onto the target grid; the output follows the image exactly.
 
@@ -193,7 +196,7 @@ def align_pair(
             f"{reorient} (fov; spacing and origin ignored)"
         )
     elif mode in _REGISTERED:
-        reg = registration.register(target, image, kind=mode, engine=engine, cache=cache)
+        reg = register(target, image, kind=mode, engine=engine, cache=cache)
         aligned_image = reg.warp(image.array, interpolation="linear")
         coverage = reg.coverage
         if coverage == 0.0:
@@ -248,7 +251,7 @@ def _resample(
     """Sample ``volume`` at the target's voxel centres (see
     :func:`medverse.registration.resample_to_grid`); returns the array and the covered
     fraction."""
-    return registration.resample_to_grid(
+    return resample_to_grid(
         volume.array, volume.affine, target.shape, target.affine, interpolation, world
     )
 
@@ -256,7 +259,7 @@ def _resample(
 def _engine(mode: str, engine: str | None) -> str:
     if engine is None:
         return _DEFAULT_ENGINE.get(mode, "sitk")
-    return check_option(engine, registration.ENGINES, "engine")
+    return check_option(engine, ENGINES, "engine")
 
 
 def _resize_fov(volume: Volume, target: Volume, interpolation: str) -> np.ndarray:

@@ -24,7 +24,9 @@ import numpy as np
 
 from medverse.data.datasets import Case
 from medverse.io.volume import Volume
-from medverse.registration import Registration, RegistrationCache, register
+from medverse.registration.cache import RegistrationCache
+from medverse.registration.driver import register
+from medverse.registration.transform import Registration
 
 __all__ = ["ContextRegistrar"]
 

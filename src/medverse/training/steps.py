@@ -104,7 +104,7 @@ class StepBuilder:
         self._samplers: dict[tuple[int, bool], Any] = {}
         self.registrar = None
         if config.guided_prob > 0 and config.guided_contexts == "registered":
-            from medverse.registration import RegistrationCache
+            from medverse.registration.cache import RegistrationCache
             from medverse.training.registered import ContextRegistrar
 
             self.registrar = ContextRegistrar(RegistrationCache(config.registration_cache))
