@@ -144,8 +144,8 @@ def _write_inputs(
 def _figures(
     kit: Any, target_id: str, reference: np.ndarray, prediction: np.ndarray, denoised: np.ndarray
 ) -> dict:
+    from medverse.evaluation.figures import example_figure
     from medverse.evaluation.records import Example, TaskInfo
-    from medverse.evaluation.report import example_figure
 
     subject = kit.subjects[target_id]
     tasks = kit.tasks

@@ -88,7 +88,7 @@ _LAZY = {
     "EvaluationDataset": "medverse.evaluation.records",
     "Results": "medverse.evaluation.records",
     "TaskInfo": "medverse.evaluation.records",
-    "summarize": "medverse.evaluation.report",
+    "summarize": "medverse.evaluation.summary",
     "write_report": "medverse.evaluation.report",
 }
 
