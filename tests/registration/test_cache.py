@@ -1,4 +1,5 @@
-"""``registration/cache.py``: the disk cache is hit, keyed by content, and survives a corrupt entry."""
+"""``registration/cache.py``: the disk cache is hit, keyed by content, and survives a corrupt
+entry."""
 
 from __future__ import annotations
 

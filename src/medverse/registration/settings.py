@@ -21,7 +21,8 @@ REGISTRATION_KINDS = ("affine", "deformable")
 
 @dataclass(frozen=True)
 class RegistrationSettings:
-    """Knobs of :func:`~medverse.registration.driver.register`; every field is part of the cache key.
+    """Knobs of :func:`~medverse.registration.driver.register`; every field is part of the cache
+    key.
 
     Args:
         grid_voxels: ANTs, and the demons stage: registration runs on copies of the images
