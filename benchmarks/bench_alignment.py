@@ -30,7 +30,8 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from medverse.evaluation.kit import KitConfig, build_kit
+from medverse.evaluation.kit_build import build_kit
+from medverse.evaluation.kit_config import KitConfig
 from medverse.io.alignment import align_pair
 from medverse.io.context import ContextPair
 from medverse.io.volume import Volume

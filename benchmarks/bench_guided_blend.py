@@ -23,7 +23,8 @@ import time
 import pandas as pd
 
 from medverse.checkpoint.factory import load_model
-from medverse.evaluation.kit import KitConfig, build_kit, kit_shape
+from medverse.evaluation.kit_build import build_kit
+from medverse.evaluation.kit_config import KitConfig, kit_shape
 from medverse.evaluation.model_method import ModelMethod
 from medverse.evaluation.protocol import evaluate
 from medverse.registration import RegistrationCache, default_cache_dir

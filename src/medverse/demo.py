@@ -1,6 +1,6 @@
 """``medverse demo``: the bundled model on a real-anatomy case built from packaged data.
 
-The case comes from the evaluation kit's construction (:mod:`medverse.evaluation.kit`: the MNI
+The case comes from the evaluation kit's construction (:mod:`medverse.evaluation.kit_build`: the MNI
 ICBM152 2009 template and AAL3, deformed, with their own contrasts; never used for training) with
 its own seed. It is written to files and run through the same path as ``medverse predict``:
 one multi-label segmentation call (several structures from one label map per context) and one
@@ -66,7 +66,7 @@ class DemoConfig:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        from medverse.evaluation.kit import kit_shape
+        from medverse.evaluation.kit_config import kit_shape
 
         return kit_shape(self.spacing)
 
@@ -238,7 +238,8 @@ def run_demo(
         :class:`DemoResult` with Dice/PSNR per task and the seconds of each stage.
     """
     from medverse.checkpoint.factory import load_model
-    from medverse.evaluation.kit import KitConfig, build_kit
+    from medverse.evaluation.kit_build import build_kit
+    from medverse.evaluation.kit_config import KitConfig
     from medverse.evaluation.metrics import dice, psnr
     from medverse.files import atomic_write_bytes, atomic_write_text
     from medverse.inference.driver import InferenceConfig

@@ -27,7 +27,7 @@ from medverse.data.mni import (
     sample_on_grid,
 )
 from medverse.errors import InputError
-from medverse.evaluation.kit import KIT_SEED_NAMESPACE
+from medverse.evaluation.kit_config import KIT_SEED_NAMESPACE
 
 SMALL = dict(base_shape=(24, 28, 24), voxel_mm=(8.0, 10.0))
 
@@ -98,7 +98,7 @@ def test_bad_voxel_range_is_refused(voxel_mm) -> None:
         make_mni_cases(0, base_shape=(16, 16, 16), voxel_mm=voxel_mm)
 
 
-# -- the helpers shared with the evaluation kit (medverse.evaluation.kit) ----------------------
+# -- the helpers shared with the evaluation kit (medverse.evaluation.kit_build) ----------------
 
 
 def test_divide_by_peak_clips_negatives_and_keeps_the_minimum() -> None:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medverse.evaluation.kit import EvaluationKit, KitConfig, build_kit
+from medverse.evaluation.kit_build import EvaluationKit, build_kit
+from medverse.evaluation.kit_config import KitConfig
 from medverse.evaluation.records import EvaluationCase, TaskInfo
 
 SHAPE = (24, 26, 22)

@@ -135,7 +135,7 @@ def evaluate(
         multi_atlas_sitk,
         nl_means,
     )
-    from medverse.evaluation.kit import kit_shape
+    from medverse.evaluation.kit_config import kit_shape
     from medverse.evaluation.model_method import MODEL_ALIGNMENTS
     from medverse.evaluation.protocol import evaluate as run_protocol
     from medverse.evaluation.report import write_report

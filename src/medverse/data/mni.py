@@ -13,7 +13,7 @@ scalp/skull shell, soft or max blending), an optional elastic warp (:class:`Elas
 gamma and noise. Its two users hand it different arguments and random streams, kept apart on
 purpose:
 
-* the evaluation kit (:mod:`medverse.evaluation.kit`) pulls a fixed grid back through a random
+* the evaluation kit (:mod:`medverse.evaluation.kit_build`) pulls a fixed grid back through a random
   affine plus radial-basis fields, labels each tissue and AAL3 structure on its own (probability
   >= 0.5, structure indicator > 0.5) and paints one contrast, seeded from its own namespace;
 * training (:func:`make_mni_cases`, ``kind: mni`` data sources) samples the template on a random
@@ -507,7 +507,7 @@ def build_mni_subject(
     """One subject made from the packaged template: sampled, labelled, painted, warped, finished.
 
     The one construction behind training subjects (:func:`make_mni_cases`) and the evaluation
-    kit (:mod:`medverse.evaluation.kit`); they differ only in the arguments and in the random
+    kit (:mod:`medverse.evaluation.kit_build`); they differ only in the arguments and in the random
     stream they hand over (each seeded from its own namespace). In order:
 
     1. the sources are sampled on the grid through ``pullback`` (:class:`MniAnatomy`);

@@ -193,8 +193,9 @@ def evaluate(
     """Run every method on the same seeded context draws and score them.
 
     Args:
-        dataset_or_kit: an :class:`EvaluationDataset` (e.g. :class:`~medverse.evaluation.kit.EvaluationKit`
-            or :class:`~medverse.evaluation.kit.KitFolder`).
+        dataset_or_kit: an :class:`EvaluationDataset` (e.g.
+            :class:`~medverse.evaluation.kit_build.EvaluationKit` or
+            :class:`~medverse.evaluation.kit_folder.KitFolder`).
         methods: name → callable (see the module docstring); e.g. the model's predictor wrapped
             as a function, ``multi_atlas``, ``context_mean``, ``identity``.
         num_contexts: context pairs per query (k).
