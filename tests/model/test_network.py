@@ -204,3 +204,42 @@ def test_guided_refiner_starts_at_zero_and_only_acts_in_guided_calls(
             ModelConfig(channels=(4, 8, 16), window=16, prior_gate=True, guided_refiner=bad)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="needs prior_gate"):
         ModelConfig(channels=(4, 8, 16), window=16, guided_refiner=4)
+
+
+@pytest.mark.parametrize("autoregressive", [False, True])
+def test_group_sums_run_large_stages_one_context_at_a_time(
+    autoregressive: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ContextUNet.group_sums`` (CPU, no gradient) gives the batch's summed features while
+    its large stages (every axis >= ITEMWISE_MIN_EDGE) see one context at a time, so their
+    working memory does not grow with the mini-batch of contexts."""
+    from medverse.model import network
+
+    torch.manual_seed(0)
+    net = _scaled(MedverseNet(ModelConfig(channels=(2, 4, 4, 4, 8), window=64)))
+    unet, group = net.context_unet, 3
+    target, context_in, context_out, *_ = _inputs(64, group)
+    seen: list[tuple[int, int]] = []
+    for block in unet.enc_blocks[:-1]:
+        real = block.forward
+
+        def spy(x, *args, _real=real, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            seen.append((x.shape[0], x.shape[-1]))
+            return _real(x, *args, **kwargs)
+
+        monkeypatch.setattr(block, "forward", spy)
+    with torch.no_grad():
+        state = net.encode_target(target)
+        pairs = torch.cat([context_in, context_out], dim=2).flatten(0, 1)
+        position = net._position("ar" if autoregressive else "semantic")
+        embedding = net.image_context_embedding if autoregressive else None
+        args = (pairs, state.key_values, position, group, embedding)
+        expected = [network._sum_groups(f, group) for f in unet(*args)]
+        seen.clear()
+        got = unet.group_sums(*args)
+    assert [tuple(g.shape) for g in got] == [tuple(e.shape) for e in expected]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-6)
+    large = [n for n, edge in seen if edge >= network.ITEMWISE_MIN_EDGE]
+    assert large == [1] * (3 * group)  # stages at 64, 32, 16 voxels: one context each
+    assert [n for n, edge in seen if edge < network.ITEMWISE_MIN_EDGE] == [group]

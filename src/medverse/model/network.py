@@ -42,6 +42,15 @@ def _sum_groups(x: torch.Tensor, group: int) -> torch.Tensor:
     return functools.reduce(torch.add, x.unflatten(0, (-1, group)).unbind(1))
 
 
+#: A context-U-Net stage whose maps have every axis at least this long runs one context at a
+#: time in :meth:`ContextUNet.group_sums`: batch or not, its 3x3x3 convolutions then run
+#: oneDNN's direct kernel (see :class:`~medverse.model.blocks.Conv3d`), which gave the batch's
+#: bits (measured: AVX2 CPU, torch 2.13). Below it PyTorch runs a single small map through its
+#: own kernel, whose rounding differs (up to ~2e-6 per convolution), so those stages stay
+#: batched.
+ITEMWISE_MIN_EDGE = 16
+
+
 def _zero_conv1x1(channels: int) -> nn.Conv3d:
     conv = conv1x1(channels, 1)
     nn.init.zeros_(conv.weight)
@@ -209,6 +218,92 @@ class ContextUNet(nn.Module):
             features.append(x)
         return features
 
+    def group_sums(
+        self,
+        pairs: torch.Tensor,
+        target_key_values: list[KeyValues],
+        query_position: torch.Tensor,
+        num_groups: int,
+        embedding: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """:meth:`forward`'s features summed over each run of ``G`` consecutive items.
+
+        Per level, bottleneck first, ``(B, C_s, ...)``: the numbers of
+        ``[_sum_groups(f, G) for f in self(pairs, ...)]`` (bit for bit where measured, see
+        :data:`ITEMWISE_MIN_EDGE`). On the CPU without gradients, for
+        the contexts of one target (``B == 1``, ``G > 1``), the stages whose maps have every
+        axis at least :data:`ITEMWISE_MIN_EDGE` long run one context at a time and only the
+        small coarse stages run as one batch, so the working memory of the large stages is
+        that of one context whatever ``G`` (each context's features are added to the sums as
+        they come out; only the skips of the large stages are held for every context, as in
+        a batch).
+        """
+        items = pairs.shape[0]
+        if (
+            pairs.device.type != "cpu"
+            or torch.is_grad_enabled()
+            or items != num_groups
+            or items == 1
+        ):
+            feats = self(pairs, target_key_values, query_position, num_groups, embedding)
+            return [_sum_groups(f, num_groups) for f in feats]
+        stages = len(self.downsample_blocks)
+
+        def large(x: torch.Tensor) -> bool:
+            return min(x.shape[-3:]) >= ITEMWISE_MIN_EDGE
+
+        # encoder: every context alone through the large stages
+        item_skips: list[list[torch.Tensor]] = []
+        small: list[torch.Tensor] = []
+        itemwise = 0  # stages run one context at a time
+        for j in range(items):
+            x = self.embedding(pairs[j : j + 1])
+            skips = []
+            for i in range(stages):
+                if not large(x):
+                    break
+                x = self.enc_blocks[i](x, target_key_values[i], query_position, 1)
+                if i == 0 and embedding is not None:
+                    x = x + embedding.view(1, -1, 1, 1, 1)
+                skips.append(x)
+                x = self.downsample_blocks[i](x)
+            itemwise = len(skips)
+            item_skips.append(skips)
+            small.append(x)
+            del x, skips
+        # the small stages as one batch
+        x = torch.cat(small)
+        del small
+        skips = []
+        for i in range(itemwise, stages):
+            x = self.enc_blocks[i](x, target_key_values[i], query_position, num_groups)
+            if i == 0 and embedding is not None:
+                x = x + embedding.view(1, -1, 1, 1, 1)
+            skips.append(x)
+            x = self.downsample_blocks[i](x)
+        x = self.enc_blocks[-1](x)
+        sums = [_sum_groups(x, num_groups)]
+        decoder = list(zip(self.upsample_blocks, self.dec_blocks))
+        batched = stages - itemwise  # decoder stages on the batch (their skips are small)
+        for (up, block), skip in zip(decoder[:batched], reversed(skips)):
+            x = block(up(x, skip))
+            sums.append(_sum_groups(x, num_groups))
+        del skips
+        # decoder: every context alone through the large stages, summed as it comes out
+        coarse = x
+        for j in range(items):
+            x = coarse[j : j + 1]
+            skips = item_skips[j]
+            item_skips[j] = []
+            for level, ((up, block), skip) in enumerate(zip(decoder[batched:], reversed(skips))):
+                x = block(up(x, skip))
+                if j == 0:
+                    sums.append(x)
+                else:
+                    sums[1 + batched + level].add_(x)
+            del skips, x
+        return sums
+
 
 class TargetDecoder(nn.Module):
     """Bottleneck fusion, then per stage up-sample + skip, residual unit and context fusion."""
@@ -359,14 +454,21 @@ class MedverseNet(nn.Module):
             )
             group = pairs.shape[1]
             with torch.set_grad_enabled(track_grad and last):
-                feats = self.context_unet(
+                chunk = self.context_unet.group_sums(
                     pairs.flatten(0, 1), state.key_values, position, group, embedding
                 )
-                chunk = [_sum_groups(f, group) for f in feats]
+                del pairs  # streamed: nothing of a mini-batch outlives it but its sums
             if track_grad and last and len(starts) > 1:
                 k = len(starts)
                 chunk = [k * c - (k - 1) * c.detach() for c in chunk]
-            sums = chunk if sums is None else [s + c for s, c in zip(sums, chunk)]
+            if sums is None:
+                sums = chunk
+            elif torch.is_grad_enabled():
+                sums = [s + c for s, c in zip(sums, chunk)]
+            else:  # in place: the same sums, no second copy of them
+                for s, c in zip(sums, chunk):
+                    s.add_(c)
+            del chunk
         assert sums is not None
         return [s / num_contexts for s in sums]
 
