@@ -426,7 +426,9 @@ class MedverseNet(nn.Module):
         """Mean context-U-Net features over contexts, in mini-batches of ``context_batch``.
 
         Memory is that of one mini-batch (plus the running sums), whatever the number of
-        contexts. In training mode with gradients on, all mini-batches but the last run without
+        contexts; on the CPU without gradients, that of one context: a mini-batch's large
+        stages run one context at a time (:meth:`ContextUNet.group_sums`, the same sums) and
+        the sums are added to in place. In training mode with gradients on, all mini-batches but the last run without
         gradient and the last one's gradient is scaled by the number of mini-batches.
 
         Args:
