@@ -10,7 +10,9 @@ from medverse.errors import InputError
 from medverse.validation import (
     check_3d,
     check_finite,
+    check_label_map,
     check_nonempty_mask,
+    check_not_an_input,
     check_option,
     check_same_grid,
     check_volume,
@@ -77,6 +79,34 @@ def test_empty_mask_is_refused() -> None:
     assert "maximum is 0.5" in message
     mask[0, 0, 0] = 0.51
     check_nonempty_mask(mask, "liver_007.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [(0.8, "non-integer"), (-3.0, "negative"), (1e30, "above 2,147,483,647"), (np.nan, "NaN")],
+)
+def test_label_map_wants_integer_labels(value, what) -> None:
+    mask = np.zeros((4, 5, 6), dtype=np.float32)
+    mask[1:3, 1:3, 1:3] = 1
+    check_label_map(mask, "seg.nii.gz")
+    check_label_map(mask * 40000, "seg.nii.gz")  # large but integer: fine
+    mask[0, 0, 0] = value
+    with pytest.raises(InputError) as info:
+        check_label_map(mask, "seg.nii.gz")
+    assert str(info.value).startswith("'seg.nii.gz': ") and what in str(info.value)
+
+
+def test_output_may_not_be_an_input(tmp_path) -> None:
+    target = tmp_path / "t.nii.gz"
+    target.write_bytes(b"x")
+    (tmp_path / "link.nii.gz").symlink_to(target)
+    check_not_an_input(tmp_path / "p.nii.gz", [target, None])
+    for same in (target, tmp_path / "." / "t.nii.gz", tmp_path / "sub" / ".." / "t.nii.gz",
+                 tmp_path / "link.nii.gz"):  # fmt: skip
+        with pytest.raises(InputError, match="never overwrites its inputs"):
+            check_not_an_input(same, [None, target], "--uncertainty")
+    with pytest.raises(InputError, match="--uncertainty is the input file"):
+        check_not_an_input(tmp_path / "u.nii.gz", [tmp_path / "u.nii.gz"], "--uncertainty")
 
 
 def test_same_grid_passes_within_tolerance() -> None:

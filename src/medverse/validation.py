@@ -16,7 +16,9 @@ Example:
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,9 @@ from medverse.errors import InputError
 __all__ = [
     "check_3d",
     "check_finite",
+    "check_label_map",
     "check_nonempty_mask",
+    "check_not_an_input",
     "check_option",
     "check_same_grid",
     "check_volume",
@@ -158,6 +162,36 @@ def check_nonempty_mask(array: Any, name: str) -> None:
     )
 
 
+MAX_LABEL = 2**31 - 1
+"""The largest label value a segmentation may hold (label maps are written as integers)."""
+
+
+def check_label_map(array: Any, name: str) -> None:
+    """Raise unless ``array`` is a label map: finite, integer-valued, labels in 0..2**31-1.
+
+    Raises:
+        InputError: the message names the first offending value and how many voxels hold such
+            values.
+    """
+    data = _as_numpy(array)
+    check_finite(data, name)
+    if not data.size:
+        return
+    problems = (
+        (data != np.round(data), "non-integer"),
+        (data < 0, "negative"),
+        (data > MAX_LABEL, f"above {MAX_LABEL:,} (too large for a label)"),
+    )
+    for bad, what in problems:
+        if bad.any():
+            example = data[bad].flat[0].item()
+            raise InputError(
+                f"'{name}': a segmentation mask holds integer labels 0, 1, 2...; got "
+                f"{int(bad.sum())} voxel(s) with {what} values (e.g. {example:g}). "
+                "Give a label map, or --task image if this output is an image"
+            )
+
+
 def check_same_grid(
     shape_a: Sequence[int],
     affine_a: Any,
@@ -166,6 +200,7 @@ def check_same_grid(
     name_a: str,
     name_b: str,
     atol: float = 1e-4,
+    fix: str | None = None,
 ) -> None:
     """Raise unless two volumes share one voxel grid: same shape and affines equal within ``atol``.
 
@@ -174,6 +209,8 @@ def check_same_grid(
         affine_a, affine_b: 4x4 voxel-to-world (RAS+, mm) matrices.
         name_a, name_b: names or paths for the message.
         atol: absolute tolerance on every affine entry (mm).
+        fix: what the message tells the user to do; by default, resample one volume onto the
+            other or let medverse do it (remove ``--no-resample``).
 
     Raises:
         InputError: the message shows both shapes, spacings and origins and how to fix it.
@@ -202,6 +239,48 @@ def check_same_grid(
     raise InputError(
         f"'{name_a}' and '{name_b}' are not on the same voxel grid ({what} differs): "
         f"{describe(shape_a, matrix_a)} vs {describe(shape_b, matrix_b)}. "
-        "Resample one onto the other first (medverse.io.align_to_target), "
-        "or remove --no-resample so medverse does it"
+        + (
+            fix
+            or "Resample one onto the other first (medverse.io.align_to_target), "
+            "or remove --no-resample so medverse does it"
+        )
     )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or (both existing) one inode."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_not_an_input(
+    output: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str] | None],
+    option: str = "--output",
+) -> None:
+    """Raise if the file about to be written is one of the inputs (medverse never modifies them).
+
+    Paths are compared after resolving symbolic links and ``..``, and by inode where both exist,
+    so ``./a.nii.gz``, ``dir/../a.nii.gz`` and a hard link all count as ``a.nii.gz``.
+
+    Args:
+        output: the file that would be written.
+        inputs: the files read (None entries are skipped).
+        option: how the message names the output (``"--output"``, ``"--uncertainty"``).
+
+    Raises:
+        InputError: e.g. ``"'t1.nii.gz': --output is also an input (the target ...)"``.
+    """
+    out = Path(output).expanduser()
+    for item in inputs:
+        if item is None:
+            continue
+        if _same_file(out, Path(item).expanduser()):
+            raise InputError(
+                f"'{output}': {option} is the input file '{item}'; medverse never overwrites "
+                "its inputs. Choose another output file"
+            )

@@ -80,6 +80,19 @@ def test_malicious_pickle_is_refused(tmp_path, net) -> None:
     assert not os.path.exists("/tmp/medverse_pwned")
 
 
+def test_a_file_that_is_no_pickle_gets_one_short_line(tmp_path) -> None:
+    """A volume passed as --model: torch's several lines of advice (weights_only=False, which
+    could run code) are not passed on."""
+    path = tmp_path / "t.ckpt"
+    path.write_bytes(bytes(range(31, 256)) * 4)  # not a zip, not a pickle
+    with pytest.raises(CheckpointError) as info:
+        read_weights(path)
+    message = str(info.value)
+    assert message.startswith(f"'{path}': not a readable PyTorch checkpoint (")
+    assert "\n" not in message and "weights_only" not in message
+    assert "expected a .ckpt/.pt/.pth" in message
+
+
 def test_bare_state_dict_and_our_format_round_trip(tmp_path, net, tiny_config) -> None:
     torch.save(net.state_dict(), tmp_path / "bare.pt")
     assert read_weights(tmp_path / "bare.pt", window=16).config == tiny_config

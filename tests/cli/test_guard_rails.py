@@ -133,3 +133,6 @@ def test_cli_wording_names_flags() -> None:
     )
     assert cli_wording("sw_batch_size must be >= 1") == "--sw-batch-size must be >= 1"
     assert cli_wording("contexts_per_draw must be in 1..3") == "--contexts-per-draw must be in 1..3"
+    assert cli_wording("clip_percentiles must satisfy 0 <= low < high <= 100") == (
+        "--clip-percentiles must satisfy 0 <= low < high <= 100"
+    )

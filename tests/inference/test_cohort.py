@@ -85,6 +85,19 @@ def test_bad_sources_name_the_path(tmp_path, make, message) -> None:
     assert message in str(info.value)
 
 
+def test_an_output_that_is_a_target_is_refused(tmp_path) -> None:
+    """--output-dir the targets' own folder: each output would replace its target."""
+    src = _touch(tmp_path / "in", "a.nii.gz", "b.nrrd")
+    with pytest.raises(InputError, match="never overwrites its inputs") as info:
+        discover_targets(src, src)
+    a = src / "a.nii.gz"
+    assert f"'{a}': the output of target '{a}' is the input file '{a}'" in str(info.value)
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"target,output\n{src / 'a.nii.gz'},{src / 'b.nrrd'}\n{src / 'b.nrrd'},\n")
+    with pytest.raises(InputError, match="the output of target '.*a.nii.gz' is the input file"):
+        discover_targets(listing, tmp_path / "out")  # a's output is the target b
+
+
 def test_csv_relative_paths_and_outputs(tmp_path) -> None:
     listing = tmp_path / "lists" / "cohort.csv"
     listing.parent.mkdir()

@@ -87,6 +87,8 @@ def test_from_files_refuses_different_grids_naming_both(tmp_path: Path) -> None:
     assert str(tmp_path / "img.nii.gz") in str(info.value)
     assert str(tmp_path / "seg.nii.gz") in str(info.value)
     assert "(20,24,16)" in str(info.value) and "(20,24,15)" in str(info.value)
+    # within a pair resampling is no cure: the hint is not the --no-resample one
+    assert "must share one voxel grid" in str(info.value) and "resample" not in str(info.value)
 
 
 def test_from_files_refuses_a_shifted_grid(tmp_path: Path) -> None:
@@ -254,6 +256,24 @@ def test_from_files_detects_the_task(tmp_path: Path) -> None:
 
     forced = Context.from_files([(image, mask)], task="image")
     assert forced.task == "image" and forced.pairs[0].output_kind == "image"
+
+
+@pytest.mark.parametrize(
+    ("values", "task", "what"),
+    [
+        ((1.0, 0.8), "segmentation", "non-integer"),
+        ((1.0, -3.0), "segmentation", "negative"),
+        ((1.0, 1e30), "auto", "above 2,147,483,647"),  # integer-valued, so auto says labels
+    ],
+)
+def test_from_files_refuses_a_mask_that_is_no_label_map(
+    tmp_path: Path, values: tuple[float, ...], task: str, what: str
+) -> None:
+    image = _write(tmp_path, "img.nii.gz", _image())
+    mask = _write(tmp_path, "mask.nii.gz", _mask(*values))
+    with pytest.raises(InputError, match="mask.nii.gz': a segmentation mask holds") as info:
+        Context.from_files([(image, mask)], task=task)
+    assert what in str(info.value) and "--task image" in str(info.value)
 
 
 def test_from_files_does_not_modify_the_volumes_it_reads(

@@ -98,8 +98,14 @@ def _torch_load_restricted(path: Path) -> Any:
         except pickle.UnpicklingError as err:
             match = re.search(r"GLOBAL ([\w\.]+)", str(err))
             if not match:
+                # torch's text is several lines of advice (weights_only=False: unsafe); keep
+                # only what the unpickler found, e.g. "Unsupported operand 31"
+                found = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+                detail = found.group(1).strip() if found else str(err).split("\n")[0]
                 raise CheckpointError(
-                    f"'{path}': not a readable PyTorch checkpoint ({err})"
+                    f"'{path}': not a readable PyTorch checkpoint ({detail[:200]}); expected a "
+                    ".ckpt/.pt/.pth saved by torch.save, a .safetensors file or a folder "
+                    "written by medverse convert"
                 ) from None
             name = match.group(1)
             if name.split(".")[0] in _FORBIDDEN_MODULES:

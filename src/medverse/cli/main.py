@@ -44,7 +44,10 @@ _CLI_WORDING = (
     (re.compile(r"\bresample=False\b"), "--no-resample"),
     (re.compile(r"\b(refine|compat)='(\w+)'"), r"--\1 \2"),
     (
-        re.compile(r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble)(?= must)"),
+        re.compile(
+            r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble|clip_percentiles)"
+            r"(?= must)"
+        ),
         lambda m: "--" + m.group(1).replace("_", "-"),
     ),
 )
@@ -404,6 +407,7 @@ def predict(
     from medverse.inference.predictor import Predictor
     from medverse.io.context import Context
     from medverse.io.volume import WRITABLE_EXTENSIONS, read_volume
+    from medverse.validation import check_not_an_input
 
     if cohort:
         if not output_dir.parent.is_dir():
@@ -455,6 +459,11 @@ def predict(
     if contexts_from is not None:
         sources.append(Context.from_nnunet(contexts_from, task=task.value))
     pairs = Context.join(sources)
+    inputs = [target, *(v.path for pair in pairs for v in (pair.image, pair.output))]
+    if output is not None:
+        check_not_an_input(output, inputs)
+    if uncertainty is not None:
+        check_not_an_input(uncertainty, [*inputs, output], "--uncertainty")
     predictor = Predictor(net, cfg, device=str(dist_info.device) if dist_info else device.value)
     options = dict(
         align=align.value,
@@ -529,8 +538,12 @@ def _predict_cohort(
     from medverse.inference.guards import target_warnings
     from medverse.io.volume import read_volume
     from medverse.training.distributed import barrier, cleanup
+    from medverse.validation import check_not_an_input
 
     items = discover_targets(targets_from, output_dir)
+    contexts = [v.path for pair in pairs for v in (pair.image, pair.output)]
+    for item in items:
+        check_not_an_input(item.output, contexts, f"the output of target '{item.target}'")
     output_dir.mkdir(exist_ok=True)
     if info.is_main:
         typer.echo(

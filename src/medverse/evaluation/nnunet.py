@@ -28,6 +28,7 @@ import numpy as np
 
 from medverse.errors import InputError
 from medverse.evaluation.records import EvaluationCase, TaskInfo
+from medverse.validation import check_label_map
 
 __all__ = ["NnunetDataset", "DATASET_ALIGNMENTS"]
 
@@ -171,6 +172,8 @@ class NnunetDataset:
         output_kind = "label" if self.kind == "segmentation" else "image"
         image = read_volume(image_path)
         output = read_volume(output_path, kind=output_kind)
+        if output_kind == "label":
+            check_label_map(output.array, output.name)
         if subject_id == self.reference:
             result = (image.array, output.array, image.affine, "reference grid")
         else:

@@ -40,6 +40,7 @@ import numpy as np
 from medverse.errors import InputError, MedverseError
 from medverse.files import atomic_path
 from medverse.io.volume import READABLE_EXTENSIONS, WRITABLE_EXTENSIONS
+from medverse.validation import check_not_an_input
 
 __all__ = [
     "CohortItem",
@@ -114,7 +115,9 @@ def discover_targets(source: Path, output_dir: Path) -> list[CohortItem]:
         raise InputError(f"'{source}': no such folder or CSV file")
     items.sort(key=lambda item: item.case)
     outputs: dict[Path, str] = {}
+    targets = [item.target for item in items]
     for item in items:
+        check_not_an_input(item.output, targets, f"the output of target '{item.target}'")
         if item.output in outputs:
             raise InputError(
                 f"targets '{outputs[item.output]}' and '{item.case}' would both write "

@@ -102,13 +102,10 @@ class Prediction:
         path = Path(path)
         codes = nifti_codes(self.source)
         if not raw:
-            dtype = (
-                np.uint8
-                if self.task == "segmentation" and max(self.labels, default=0) < 256
-                else None
-            )
-            if self.task == "segmentation" and dtype is None:
-                dtype = np.int16
+            dtype = None
+            if self.task == "segmentation":  # the narrowest integer type holding every label
+                top = max(self.labels, default=0)
+                dtype = np.uint8 if top < 256 else np.int16 if top < 2**15 else np.int32
             written = [write_volume(path, self.array, self.affine, dtype=dtype, codes=codes)]
             if self.task == "segmentation":
                 written.append(write_label_names(path, self.labels, self.label_names))

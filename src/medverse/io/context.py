@@ -34,6 +34,7 @@ from medverse.io.volume import Volume, read_volume
 from medverse.types import PathLike
 from medverse.validation import (
     check_finite,
+    check_label_map,
     check_nonempty_mask,
     check_option,
     check_same_grid,
@@ -137,6 +138,8 @@ class ContextPair:
             self.output.affine,
             self.image.name,
             self.output.name,
+            fix="A context image and its output must share one voxel grid (the output drawn on "
+            "the image); check that the two files belong together",
         )
         check_volume(self.image.array, self.image.name)
         if self.output_kind == "label":
@@ -317,6 +320,8 @@ class Context:
         kind = "label" if task == "segmentation" else "image"
         built = []
         for image, output in outputs:
+            if kind == "label":
+                check_label_map(output.array, output.name)
             # a relabelled copy: a volume handed to us is never modified
             labelled = output if output.kind == kind else replace(output, kind=kind)
             built.append(ContextPair(image, labelled, output_kind=kind))
