@@ -96,3 +96,47 @@ def test_evaluate_dataset_errors(tmp_path) -> None:
         app, ["evaluate", "--dataset", str(tmp_path), "--output-dir", str(tmp_path / "r")]
     )
     assert res.exit_code == 1 and "nnU-Net raw folder" in res.output
+
+
+def _evaluate(folder: Path, out: Path, *extra: str) -> tuple[int, str]:
+    res = CliRunner().invoke(
+        app,
+        ["evaluate", "--dataset", str(folder), "--dataset-align", "physical",
+         "--methods", "context_mean", "--no-progress", "--output-dir", str(out), *extra],
+    )  # fmt: skip
+    return res.exit_code, res.output
+
+
+def test_evaluate_settings_are_checked_before_any_work(tmp_path) -> None:
+    folder = _dataset(tmp_path / "seg")
+    for flag in ("-k", "-n"):  # before: checked after the kit was built, in Python names
+        code, text = _evaluate(tmp_path / "not-read", tmp_path / "r", flag, "0")
+        assert code == 1 and ("--num-contexts" if flag == "-k" else "--num-draws") in text
+        assert "must be >= 1, got 0" in text and "num_contexts" not in text
+    report = tmp_path / "report.html"
+    report.write_text("mine")
+    code, text = _evaluate(folder, report)  # before: the whole run, then "Not a directory"
+    assert code == 1 and f"'{report}' exists and is not a folder" in text
+    assert report.read_text() == "mine"
+    code, text = _evaluate(folder, tmp_path / "r", "--tasks", "outer,liver")
+    assert code == 1 and "--tasks liver: not a task of this dataset; it has outer,core" in text
+    assert not (tmp_path / "r").exists()  # before: exit 0 and a report of failures
+
+
+def test_evaluate_with_nothing_evaluated_exits_1(tmp_path) -> None:
+    """4 cases cannot give 4 contexts to a held-out target: the report says why, exit 1."""
+    code, text = _evaluate(_dataset(tmp_path / "seg"), tmp_path / "r", "-k", "4", "-n", "1")
+    assert code == 1, text
+    assert "error: no case could be evaluated" in text and "--num-contexts 4" in text
+    assert (tmp_path / "r" / "index.html").is_file()
+
+
+def test_evaluate_malformed_dataset_folder(tmp_path) -> None:
+    folder = _dataset(tmp_path / "seg")
+    (folder / "labelsTr" / "case_001.nii.gz").unlink()
+    code, text = _evaluate(folder, tmp_path / "r")  # before: case_001 skipped without a word
+    assert code == 1 and "case_001_0000.nii.gz': no label" in text
+    (folder / "dataset.json").write_text("{labels: ")
+    code, text = _evaluate(folder, tmp_path / "r")  # before: a JSONDecodeError traceback
+    assert code == 1 and "dataset.json': not readable as JSON" in text
+    assert "Traceback" not in text and not (tmp_path / "r").exists()

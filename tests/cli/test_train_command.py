@@ -93,6 +93,8 @@ def test_stopped_run_says_how_to_continue_and_shows_validation(tmp_path, runs) -
         (["--steps", "0"], "with command-line overrides: steps must be"),
         (["--time-limit", "0"], "--time-limit must be a positive number of minutes, got 0.0"),
         (["--time-limit", "-5"], "got -5.0"),
+        (["--stop-at", "-1"], "--stop-at must be a step >= 1, got -1"),
+        (["--stop-at", "0"], "--stop-at must be a step >= 1, got 0"),
     ],
 )
 def test_bad_overrides_are_refused_before_training(tmp_path, runs, args, message) -> None:

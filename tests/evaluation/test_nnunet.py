@@ -84,6 +84,40 @@ def test_image_task_family_and_reference(tmp_path) -> None:
         data.load_case("c0", "label_1")
 
 
+def _unlabelled(root: Path) -> Path:
+    _folder(root, cases=("c0", "c1", "c2"))
+    (root / "labelsTr" / "c1.nii.gz").unlink()
+    return root
+
+
+def _bad_json(root: Path) -> Path:
+    _folder(root)
+    (root / "dataset.json").write_text("{labels: ")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_unlabelled, "imagesTr/c1_0000.nii.gz': no label '"),
+        (_bad_json, "dataset.json': not readable as JSON"),
+    ],
+)
+def test_a_malformed_folder_is_refused_naming_the_file(tmp_path, make, message) -> None:
+    """Before: an image without label was skipped without a word, a bad dataset.json was a
+    JSONDecodeError traceback."""
+    with pytest.raises(InputError, match=message):
+        NnunetDataset(make(tmp_path / "data"))
+
+
+def test_a_mask_that_is_no_label_map_is_refused_when_read(tmp_path) -> None:
+    folder = _folder(tmp_path / "data", values=(0, 1, 3))
+    _save(folder / "labelsTr" / "c1.nii.gz", np.full(SHAPE, 0.5, np.float32))
+    data = NnunetDataset(folder)  # the label table comes from c0, the reference
+    with pytest.raises(InputError, match="c1.nii.gz': a segmentation mask holds integer labels"):
+        data.load_case("c1", next(iter(data.tasks)))
+
+
 @pytest.mark.parametrize(
     ("make", "kwargs", "message"),
     [

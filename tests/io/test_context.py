@@ -381,6 +381,19 @@ def test_from_nnunet_errors_name_the_folder_or_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"a\.nii\.gz': no matching image .*a_0000\.nii\.gz"):
         Context.from_nnunet(root)
 
+    root = _nnunet(tmp_path / "unlabelled", {"a": _mask(1), "b": _mask(1)})
+    (root / "labelsTr" / "b.nii.gz").unlink()  # imagesTr/b_0000 is left without a label
+    with pytest.raises(InputError, match=r"b_0000\.nii\.gz': no label '.*labelsTr/b\.nii\.gz'"):
+        Context.from_nnunet(root)
+
+    root = _nnunet(tmp_path / "badjson", {"a": _mask(1)})
+    (root / "dataset.json").write_text("{labels: ")
+    with pytest.raises(InputError, match=r"dataset\.json': not readable as JSON"):
+        Context.from_nnunet(root)
+    (root / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"dataset\.json': expected a JSON object, got list"):
+        Context.from_nnunet(root)
+
 
 # ------------------------------------------------------------------------------------ join
 

@@ -147,8 +147,18 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         TrainConfig.from_file(missing)
     broken = tmp_path / "broken.yaml"
     broken.write_text("steps: [1, 2\n")
-    with pytest.raises(InputError, match=f"'{broken}': not valid YAML"):
+    with pytest.raises(InputError, match=f"'{broken}': not valid YAML") as info:
         TrainConfig.from_file(broken)
+    assert "\n" not in str(info.value)  # PyYAML's caret drawing is not passed on
+    broken.write_text("steps: [1, 2\nlr: :\n")
+    with pytest.raises(InputError, match=r"YAML \(line 2, column 3: expected ',' or ']'"):
+        TrainConfig.from_file(broken)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{steps: 1")
+    with pytest.raises(InputError, match=f"'{bad_json}': not valid JSON \\(Expecting property"):
+        TrainConfig.from_file(bad_json)
+    with pytest.raises(InputError, match=f"'{tmp_path}' is a folder, expected a file"):
+        TrainConfig.from_file(tmp_path)
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"steps": 0}))
     with pytest.raises(InputError, match=f"'{wrong}'.*steps must be an integer >= 1"):

@@ -124,6 +124,12 @@ def evaluate(
 
     if not out.parent.is_dir():
         raise InputError(f"'{out}': parent folder '{out.parent}' does not exist")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"'{out}' exists and is not a folder; --output-dir takes a folder")
+    # before the kit is built or a model loaded (minutes), not after
+    for flag, value in (("--num-contexts", num_contexts), ("--num-draws", num_draws)):
+        if value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
     from medverse.evaluation import (
         KitConfig,
         build_kit,
@@ -218,7 +224,13 @@ def evaluate(
             KitConfig(num_subjects=subjects, spacing=spacing, shape=kit_shape(spacing)),
             progress=progress,
         )
-    task_list = [t.strip() for t in tasks.split(",")] if tasks else None
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    unknown_tasks = [t for t in task_list or [] if t not in data.tasks]
+    if unknown_tasks:
+        raise InputError(
+            f"--tasks {','.join(unknown_tasks)}: not a task of this dataset; it has "
+            f"{','.join(data.tasks)}"
+        )
     results = run_protocol(
         data,
         chosen,
@@ -231,6 +243,12 @@ def evaluate(
     )
     index = write_report(results, out)
     typer.echo(f"report: {index}")
+    if results.records and all(record.status == "failed" for record in results.records):
+        first = results.records[0]
+        raise InputError(
+            f"no case could be evaluated ({len(results.records)} failed, e.g. task "
+            f"'{first.task}', target '{first.target}': {first.reason}); see {index}"
+        )
     if stacked is not None:
         windows = stacked.windows
         typer.echo(

@@ -44,6 +44,10 @@ _CLI_WORDING = (
     (re.compile(r"\bresample=False\b"), "--no-resample"),
     (re.compile(r"\b(refine|compat)='(\w+)'"), r"--\1 \2"),
     (
+        re.compile(r"\b(num_contexts|num_draws)=(-?\d+)"),
+        lambda m: "--" + m.group(1).replace("_", "-") + " " + m.group(2),
+    ),
+    (
         re.compile(
             r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble|clip_percentiles)"
             r"(?= must)"

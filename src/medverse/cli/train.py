@@ -60,6 +60,8 @@ def train(
             raise InputError(
                 f"training config '{config}' with command-line overrides: {err}"
             ) from None
+    if stop_at is not None and stop_at < 1:  # before: a run folder, exit 0 and no checkpoint
+        raise InputError(f"--stop-at must be a step >= 1, got {stop_at}")
     if time_limit is not None and not time_limit > 0:
         raise InputError(f"--time-limit must be a positive number of minutes, got {time_limit}")
     result = run(

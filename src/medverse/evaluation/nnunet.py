@@ -18,7 +18,6 @@ Aligned cases are cached in memory per subject.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 
 from medverse.errors import InputError
 from medverse.evaluation.records import EvaluationCase, TaskInfo
+from medverse.io.context import check_every_image_labelled, read_dataset_json
 from medverse.validation import check_label_map
 
 __all__ = ["NnunetDataset", "DATASET_ALIGNMENTS"]
@@ -64,14 +64,13 @@ class NnunetDataset:
             raise InputError(f"align must be one of {DATASET_ALIGNMENTS}, got {align!r}")
         self.align = align
         meta_path = self.root / "dataset.json"
-        self.meta: dict[str, Any] = (
-            json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        )
+        self.meta: dict[str, Any] = read_dataset_json(self.root)
         self.ending = str(self.meta.get("file_ending", ".nii.gz"))
         labels = self.root / "labelsTr"
         label_files = sorted(labels.glob(f"*{self.ending}")) if labels.is_dir() else []
         if label_files:
             self.kind = "segmentation"
+            check_every_image_labelled(self.root, self.ending)
             subjects = [p.name[: -len(self.ending)] for p in label_files]
             self._label_values = self._labels(label_files[0])
             self._tasks = {

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,8 @@ __all__ = [
     "ContextPair",
     "dataset_label_names",
     "looks_like_labels",
+    "check_every_image_labelled",
+    "read_dataset_json",
     "swapped_pair",
 ]
 # normalize_intensity moved to medverse.intensity; importing it from here keeps working for one
@@ -101,6 +104,49 @@ def dataset_label_names(meta: Mapping[str, object]) -> dict[int, str]:
             elif str(key).isdigit():  # v1: "value" -> name
                 names[int(key)] = str(value)
     return dict(sorted(names.items()))
+
+
+def read_dataset_json(root: PathLike) -> dict[str, Any]:
+    """The ``dataset.json`` of an nnU-Net raw folder, or ``{}`` when there is none.
+
+    Raises:
+        InputError: the file is not valid JSON or not a JSON object (the message names it).
+    """
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"'{path}': not readable as JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"'{path}': expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def check_every_image_labelled(root: PathLike, ending: str) -> None:
+    """Raise if ``imagesTr`` holds a case (``CASE_0000<ending>``) with no ``labelsTr/CASE<ending>``.
+
+    nnU-Net wants a label for every training image; a missing one is most often a file that was
+    not copied, and would otherwise be skipped without a word.
+
+    Raises:
+        InputError: naming the first unlabelled image, the label expected and how many miss one.
+    """
+    root = Path(root)
+    channel = f"_0000{ending}"
+    missing = [
+        image
+        for image in sorted((root / "imagesTr").glob(f"*{channel}"))
+        if not (root / "labelsTr" / f"{image.name[: -len(channel)]}{ending}").is_file()
+    ]
+    if missing:
+        first = missing[0]
+        label = root / "labelsTr" / f"{first.name[: -len(channel)]}{ending}"
+        raise InputError(
+            f"'{first}': no label '{label}' ({len(missing)} image(s) in imagesTr/ have none); "
+            "nnU-Net needs a label for every image in imagesTr/: add it or move the image out"
+        )
 
 
 def _labels_of(pairs: Sequence[ContextPair]) -> set[int]:
@@ -345,9 +391,8 @@ class Context:
             raise InputError(
                 f"'{root}': expected an nnU-Net raw folder with imagesTr/ and labelsTr/"
             )
-        meta_path = root / "dataset.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        ending = meta.get("file_ending", ".nii.gz")
+        meta = read_dataset_json(root)
+        ending = str(meta.get("file_ending", ".nii.gz"))
         pairs = []
         for label in sorted(labels.glob(f"*{ending}")):
             case = label.name[: -len(ending)]
@@ -357,4 +402,5 @@ class Context:
             pairs.append((image, label))
         if not pairs:
             raise InputError(f"'{labels}': no label files ending in {ending}")
+        check_every_image_labelled(root, ending)
         return cls.from_files(pairs, task=task, label_names=dataset_label_names(meta))

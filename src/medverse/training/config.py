@@ -104,6 +104,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _parse_error(err: Exception) -> str:
+    """A YAML/JSON parser error on one line: where (line, column) and what.
+
+    PyYAML's own text spans several lines (a context, a caret drawing, the problem); the CLI
+    prints one ``error:`` line.
+    """
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(err).split())
+
+
 @dataclass(frozen=True)
 class DataSource:
     """One training data source.
@@ -560,6 +572,8 @@ class TrainConfig:
                 names the file.
         """
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"training config '{path}' is a folder, expected a file")
         if not path.is_file():
             raise InputError(f"training config '{path}' not found")
         try:
@@ -575,7 +589,8 @@ class TrainConfig:
                 raw = yaml.safe_load(text) or {}
         except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
             raise InputError(
-                f"training config '{path}': not valid {path.suffix[1:].upper() or 'YAML'} ({err})"
+                f"training config '{path}': not valid {path.suffix[1:].upper() or 'YAML'} "
+                f"({_parse_error(err)})"
             ) from None
         if not isinstance(raw, dict):
             raise InputError(f"training config '{path}' must hold a mapping of fields")
