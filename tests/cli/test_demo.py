@@ -65,7 +65,7 @@ def test_demo_writes_outputs_figures_page_and_scores(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--num-contexts", "0"], "num_contexts must be in 1..16"),
+        (["--num-contexts", "0"], "error: --num-contexts must be in 1..16"),
         (["--spacing", "0"], "spacing must be in"),
         (["--device", "gpu"], "device must be one of"),
         (["--output-dir", "/nonexistent/dir/demo"], "does not exist"),

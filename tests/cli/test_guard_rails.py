@@ -136,3 +136,8 @@ def test_cli_wording_names_flags() -> None:
     assert cli_wording("clip_percentiles must satisfy 0 <= low < high <= 100") == (
         "--clip-percentiles must satisfy 0 <= low < high <= 100"
     )
+    assert (
+        cli_wording("num_contexts must be in 1..16, got 0")
+        == "--num-contexts must be in 1..16, got 0"
+    )
+    assert cli_wording("only 2 usable, num_contexts=4") == "only 2 usable, --num-contexts 4"

@@ -159,6 +159,11 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         TrainConfig.from_file(bad_json)
     with pytest.raises(InputError, match=f"'{tmp_path}' is a folder, expected a file"):
         TrainConfig.from_file(tmp_path)
+    empty = tmp_path / "empty.yaml"
+    for text in ("", "# only a comment\n"):
+        empty.write_text(text)
+        with pytest.raises(InputError, match=f"'{empty}' is empty"):
+            TrainConfig.from_file(empty)
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"steps": 0}))
     with pytest.raises(InputError, match=f"'{wrong}'.*steps must be an integer >= 1"):

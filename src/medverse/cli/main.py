@@ -49,7 +49,8 @@ _CLI_WORDING = (
     ),
     (
         re.compile(
-            r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble|clip_percentiles)"
+            r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble|clip_percentiles"
+            r"|num_contexts)"
             r"(?= must)"
         ),
         lambda m: "--" + m.group(1).replace("_", "-"),

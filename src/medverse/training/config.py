@@ -586,12 +586,17 @@ class TrainConfig:
             else:
                 import yaml
 
-                raw = yaml.safe_load(text) or {}
+                raw = yaml.safe_load(text)
         except Exception as err:  # yaml.YAMLError or json.JSONDecodeError
             raise InputError(
                 f"training config '{path}': not valid {path.suffix[1:].upper() or 'YAML'} "
                 f"({_parse_error(err)})"
             ) from None
+        if raw is None:  # before: an empty file started a default run (hours, into runs/)
+            raise InputError(
+                f"training config '{path}' is empty; give at least the fields that differ from "
+                "the defaults (see configs/)"
+            )
         if not isinstance(raw, dict):
             raise InputError(f"training config '{path}' must hold a mapping of fields")
         base = path.parent
