@@ -178,16 +178,16 @@ def check_label_map(array: Any, name: str) -> None:
     if not data.size:
         return
     problems = (
-        (data != np.round(data), "non-integer"),
-        (data < 0, "negative"),
-        (data > MAX_LABEL, f"above {MAX_LABEL:,} (too large for a label)"),
+        (data != np.round(data), "with a non-integer value"),
+        (data < 0, "with a negative value"),
+        (data > MAX_LABEL, f"above {MAX_LABEL:,}, the largest label"),
     )
     for bad, what in problems:
         if bad.any():
             example = data[bad].flat[0].item()
             raise InputError(
                 f"'{name}': a segmentation mask holds integer labels 0, 1, 2...; got "
-                f"{int(bad.sum())} voxel(s) with {what} values (e.g. {example:g}). "
+                f"{int(bad.sum())} voxel(s) {what} (e.g. {example:g}). "
                 "Give a label map, or --task image if this output is an image"
             )
 

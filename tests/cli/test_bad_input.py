@@ -145,3 +145,14 @@ def test_labels_above_int16_are_written_as_int32(case, tmp_path) -> None:
     written = nib.load(out)
     assert written.get_data_dtype() == np.int32
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 100000}
+
+
+def test_output_that_is_a_folder_is_refused_before_predicting(case, tmp_path) -> None:
+    folder = tmp_path / "p.nii.gz"
+    folder.mkdir()
+    args = [*_predict_args(case), "-t", case["t"], "-c", case["a"], case["a_seg"], "-o", folder]
+    res = CliRunner().invoke(app, list(map(str, args)))
+    assert res.exit_code == 1, res.output
+    assert f"'{folder}' is a folder; give the output file's name" in _one_error_line(res.output)
+    assert "segmentation:" not in res.output  # refused before the network ran
+    assert list(folder.iterdir()) == [] and sorted(tmp_path.iterdir()) == [folder]

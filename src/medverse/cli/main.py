@@ -428,6 +428,8 @@ def predict(
             raise InputError(
                 f"'{out}': output folder '{out.parent}' does not exist; create it first"
             )
+        if out.is_dir():  # before: found by the writer, after the whole prediction
+            raise InputError(f"'{out}' is a folder; give the output file's name")
         if not any(out.name.endswith(ext) for ext in WRITABLE_EXTENSIONS):
             raise InputError(
                 f"'{out}': unsupported output extension; use one of {', '.join(WRITABLE_EXTENSIONS)}"
