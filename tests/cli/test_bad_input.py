@@ -156,3 +156,23 @@ def test_output_that_is_a_folder_is_refused_before_predicting(case, tmp_path) ->
     assert f"'{folder}' is a folder; give the output file's name" in _one_error_line(res.output)
     assert "segmentation:" not in res.output  # refused before the network ran
     assert list(folder.iterdir()) == [] and sorted(tmp_path.iterdir()) == [folder]
+
+
+def test_negative_seed_is_one_line(case, tmp_path) -> None:
+    """Before: numpy's 'expected non-negative integer' ValueError traceback at the first draw."""
+    args = [*_predict_args(case), "-t", case["t"], "-c", case["a"], case["a_seg"],
+            "-c", case["b"], case["b_seg"], "--ensemble", "2", "--seed", "-1",
+            "-o", tmp_path / "p.nii.gz"]  # fmt: skip
+    res = CliRunner().invoke(app, list(map(str, args)))
+    assert res.exit_code == 1, res.output
+    assert _one_error_line(res.output) == "error: --seed must be >= 0, got -1"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_upper_case_output_extension_is_written(case, tmp_path) -> None:
+    """Inputs named .NII.GZ were read, outputs so named refused as unsupported."""
+    out = tmp_path / "P.NII.GZ"
+    args = [*_predict_args(case), "-t", case["t"], "-c", case["a"], case["a_seg"], "-o", out]
+    res = CliRunner().invoke(app, list(map(str, args)))
+    assert res.exit_code == 0, res.output
+    assert nib.load(out).shape == SHAPE

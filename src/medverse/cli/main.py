@@ -50,7 +50,7 @@ _CLI_WORDING = (
     (
         re.compile(
             r"\b(sw_batch_size|context_batch|contexts_per_draw|overlap|ensemble|clip_percentiles"
-            r"|num_contexts)"
+            r"|num_contexts|seed)"
             r"(?= must)"
         ),
         lambda m: "--" + m.group(1).replace("_", "-"),
@@ -430,7 +430,7 @@ def predict(
             )
         if out.is_dir():  # before: found by the writer, after the whole prediction
             raise InputError(f"'{out}' is a folder; give the output file's name")
-        if not any(out.name.endswith(ext) for ext in WRITABLE_EXTENSIONS):
+        if not any(out.name.lower().endswith(ext) for ext in WRITABLE_EXTENSIONS):
             raise InputError(
                 f"'{out}': unsupported output extension; use one of {', '.join(WRITABLE_EXTENSIONS)}"
             )

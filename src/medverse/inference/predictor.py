@@ -232,6 +232,8 @@ class Predictor:
             check_option(align, ALIGN_MODES, "align")
         if ensemble < 1:
             raise InputError(f"ensemble must be >= 1, got {ensemble}")
+        if int(seed) < 0:  # numpy's generator would raise a bare ValueError at the first draw
+            raise InputError(f"seed must be >= 0, got {seed}")
         if not isinstance(target, Volume):
             target = read_volume(target, name=str(target))
         check_volume(target.array, target.name)
