@@ -141,3 +141,5 @@ def test_cli_wording_names_flags() -> None:
         == "--num-contexts must be in 1..16, got 0"
     )
     assert cli_wording("only 2 usable, num_contexts=4") == "only 2 usable, --num-contexts 4"
+    field = "training config 'c.yaml': num_contexts must be an integer >= 1, got 0"
+    assert cli_wording(field) == field  # a field of the file, not a flag

@@ -89,7 +89,7 @@ def test_help_shows_the_new_spellings_only(command) -> None:
 def test_demo_context_count_spellings(tmp_path, flag) -> None:
     res = _medverse("demo", "--output-dir", str(tmp_path / "d"), flag, "17")
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "num_contexts must be in 1..16, got 17" in res.stderr
+    assert "error: --num-contexts must be in 1..16, got 17" in res.stderr
     assert ("--contexts is now --num-contexts" in res.stderr) is (flag == "--contexts")
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "d").exists()

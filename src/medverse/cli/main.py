@@ -59,7 +59,13 @@ _CLI_WORDING = (
 
 
 def cli_wording(message: str) -> str:
-    """``message`` with Python argument names replaced by the CLI flags that set them."""
+    """``message`` with Python argument names replaced by the CLI flags that set them.
+
+    A training config's messages name its fields (``num_contexts``, ``context_batch``...), which
+    are what the user writes in the file: they stay as they are.
+    """
+    if message.startswith("training config "):
+        return message
     for pattern, replacement in _CLI_WORDING:
         message = pattern.sub(replacement, message)
     return message
