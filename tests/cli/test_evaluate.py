@@ -62,6 +62,7 @@ def test_evaluate_rejects_a_bad_spacing(tmp_path) -> None:
     assert res.exit_code == 1 and "spacing must be a positive number" in res.output
 
 
+@pytest.mark.slow  # an end-to-end evaluate run, ~10 s on 2 cores
 def test_evaluate_model_with_and_without_calibration(tmp_path) -> None:
     import csv
 

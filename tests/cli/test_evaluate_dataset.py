@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -66,6 +67,7 @@ def test_nnunet_dataset_tasks_and_common_grid(tmp_path) -> None:
     assert {n: t.family for n, t in image_data.tasks.items()} == {"image": "transformation"}
 
 
+@pytest.mark.slow  # an end-to-end evaluate run, ~10 s on 2 cores
 def test_evaluate_dataset_writes_the_kit_report(tmp_path) -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(channels=(2, 4, 4), window=16)

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from medverse.evaluation import figures, report, summary
 from medverse.evaluation.baselines import context_mean, identity
 from medverse.evaluation.protocol import evaluate
@@ -31,6 +33,7 @@ def run(dataset, out: Path) -> Path:
     return write_report(results, out)
 
 
+@pytest.mark.slow  # an end-to-end evaluate run, ~10 s on 2 cores
 def test_two_runs_with_the_same_seeds_give_identical_files(make_ball_dataset, tmp_path):
     dataset = make_ball_dataset(num_subjects=4, broken={"s2": "missing"})
     first = run(dataset, tmp_path / "a")
