@@ -206,9 +206,7 @@ class ContextUNet(nn.Module):
         x = self.embedding(pairs)
         skips = []
         for i, down in enumerate(self.downsample_blocks):
-            x = self.enc_blocks[i](x, target_key_values[i], query_position, num_groups)
-            if i == 0 and embedding is not None:
-                x = x + embedding.view(1, -1, 1, 1, 1)
+            x = self._encoder_stage(i, x, target_key_values, query_position, num_groups, embedding)
             skips.append(x)
             x = down(x)
         x = self.enc_blocks[-1](x)
@@ -217,6 +215,21 @@ class ContextUNet(nn.Module):
             x = block(up(x, skip))
             features.append(x)
         return features
+
+    def _encoder_stage(
+        self,
+        i: int,
+        x: torch.Tensor,
+        target_key_values: list[KeyValues],
+        query_position: torch.Tensor,
+        num_groups: int,
+        embedding: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Encoder stage ``i`` (fusion with the target), plus ``embedding`` after stage 0."""
+        x = self.enc_blocks[i](x, target_key_values[i], query_position, num_groups)
+        if i == 0 and embedding is not None:
+            x = x + embedding.view(1, -1, 1, 1, 1)
+        return x
 
     def group_sums(
         self,
@@ -262,9 +275,7 @@ class ContextUNet(nn.Module):
             for i in range(stages):
                 if not large(x):
                     break
-                x = self.enc_blocks[i](x, target_key_values[i], query_position, 1)
-                if i == 0 and embedding is not None:
-                    x = x + embedding.view(1, -1, 1, 1, 1)
+                x = self._encoder_stage(i, x, target_key_values, query_position, 1, embedding)
                 skips.append(x)
                 x = self.downsample_blocks[i](x)
             itemwise = len(skips)
@@ -276,9 +287,7 @@ class ContextUNet(nn.Module):
         del small
         skips = []
         for i in range(itemwise, stages):
-            x = self.enc_blocks[i](x, target_key_values[i], query_position, num_groups)
-            if i == 0 and embedding is not None:
-                x = x + embedding.view(1, -1, 1, 1, 1)
+            x = self._encoder_stage(i, x, target_key_values, query_position, num_groups, embedding)
             skips.append(x)
             x = self.downsample_blocks[i](x)
         x = self.enc_blocks[-1](x)
