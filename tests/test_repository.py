@@ -71,6 +71,7 @@ ROOMS = {
     "medverse.intensity": 2,
     "medverse.model": 2,
     "medverse.io.volume": 2,
+    "medverse.io.dataset_json": 2,
     "medverse.registration": 3,
     "medverse.data": 3,
     "medverse.checkpoint": 3,

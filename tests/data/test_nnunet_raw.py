@@ -127,7 +127,7 @@ def test_missing_dataset_json(broken_root: Path) -> None:
 
 def test_invalid_dataset_json(broken_root: Path) -> None:
     (broken_root / "dataset.json").write_text("{not json")
-    with pytest.raises(InputError, match="not valid JSON"):
+    with pytest.raises(InputError, match=r"dataset\.json': not readable as JSON"):
         NnUNetDataset(broken_root)
 
 

@@ -133,6 +133,7 @@ def _moved_subjects(image, mask):
     return [c[0] for c in contexts], [c[1] for c in contexts]
 
 
+@pytest.mark.slow  # deformable registrations with both engines, ~7 s or more on 2 cores
 def test_both_engines_and_the_old_entry_points_work(subject, tmp_path):
     image, mask = subject
     images, masks = _moved_subjects(image, mask)

@@ -58,6 +58,7 @@ def test_auto_alignment_rule(tmp_path, gate, task, compat, resample, expected) -
     assert predictor.automatic_alignment(context, resample) == expected
 
 
+@pytest.mark.slow  # two predictions, one with ANTs deformable registration, ~7 s or more on 2 cores
 def test_auto_with_a_gated_model_is_registration_guided(tmp_path) -> None:
     target, pairs = _files(tmp_path)
     result = Predictor(_net(True)).predict(target, pairs)
@@ -84,6 +85,7 @@ def test_auto_falls_back_to_affine_when_registration_fails(tmp_path, monkeypatch
         predictor.predict(target, pairs, align="deformable")
 
 
+@pytest.mark.slow  # an ensemble of predictions beside the pipeline's, ~7 s or more on 2 cores
 def test_predict_is_the_array_pipeline_on_the_aligned_arrays(tmp_path) -> None:
     target, pairs = _files(tmp_path)
     net = _net(False)

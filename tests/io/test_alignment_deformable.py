@@ -28,6 +28,7 @@ def test_deformable_is_an_align_mode() -> None:
     assert ALIGN_MODES == ("physical", "fov", "affine", "deformable")
 
 
+@pytest.mark.slow  # ANTs affine and deformable registrations, ~7 s or more on 2 cores
 def test_deformable_mode_beats_affine_mode(scene: tuple[Volume, np.ndarray, ContextPair]) -> None:
     target, target_mask, pair = scene
     _, affine_mask, _ = align_pair(pair, target, mode="affine")

@@ -145,6 +145,7 @@ def test_fusion_matches_the_merge_of_the_concatenation(attention_first: bool, la
 # ------------------------------------------------------------------------------ network
 
 
+@pytest.mark.slow  # the bundled network twice, fast and plain, ~7 s or more on 2 cores
 def test_bundled_network_matches_the_straightforward_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """medverse-small on a random 64^3 window with two contexts and the AR pair."""
     net = load_model("medverse-small")

@@ -75,6 +75,7 @@ def test_without_ar(case, expected) -> None:
     assert abs(float(y.mean()) - 0.28826190466190454) <= 1e-5
 
 
+@pytest.mark.slow  # two 128^3 forwards of the released network, ~7 s or more on 2 cores
 def test_default_init_weights(case, expected) -> None:
     net = _net(gain=2.0)
     with torch.no_grad():

@@ -80,6 +80,7 @@ def test_deformable_beats_affine_on_a_deformed_phantom(
     assert scores["deformable"] > 0.85, scores  # ants ~0.875, sitk ~0.92 (affine ~0.82)
 
 
+@pytest.mark.slow  # two ANTs deformable registrations, ~7 s or more on 2 cores
 def test_registration_is_deterministic(fixed: tuple[Volume, np.ndarray]) -> None:
     target, _ = fixed
     moving, _ = subject(warp=smooth_deformation, name="deformed.nii.gz")

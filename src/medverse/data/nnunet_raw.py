@@ -35,6 +35,7 @@ import torchio as tio
 
 from medverse.errors import InputError
 from medverse.files import atomic_path
+from medverse.io.dataset_json import read_dataset_json
 from medverse.types import PathLike
 
 from .cases import Case
@@ -128,7 +129,7 @@ class NnUNetDataset:
         self.preprocess = preprocess if preprocess is not None else PreprocessConfig()
         self.require_labels = require_labels
         self.brain_mask_from_labels = brain_mask_from_labels
-        description = self._read_description()
+        description = read_dataset_json(self.root, required=True)
         self.name = name or str(description.get("name") or self.root.name)
         self.file_ending = str(description.get("file_ending", ".nii.gz"))
         self.channel_names = self._parse_channels(description)
@@ -147,20 +148,6 @@ class NnUNetDataset:
         logger.info("dataset %s: %d cases, channels %s", self.name, len(self), self.channel_names)
 
     # -- parsing -------------------------------------------------------------------------------
-
-    def _read_description(self) -> dict:
-        path = self.root / "dataset.json"
-        if not path.is_file():
-            raise InputError(
-                f"'{path}' not found; an nnU-Net raw dataset folder holds dataset.json, imagesTr/ and labelsTr/"
-            )
-        try:
-            description = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(f"'{path}' is not valid JSON: {error}") from error
-        if not isinstance(description, dict):
-            raise InputError(f"'{path}' must hold a JSON object, got {type(description).__name__}")
-        return description
 
     def _parse_channels(self, description: dict) -> tuple[str, ...]:
         channels = description.get("channel_names", description.get("modality"))

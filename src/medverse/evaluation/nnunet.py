@@ -27,7 +27,8 @@ import numpy as np
 
 from medverse.errors import InputError
 from medverse.evaluation.records import EvaluationCase, TaskInfo
-from medverse.io.context import check_every_image_labelled, read_dataset_json
+from medverse.io.context import check_every_image_labelled
+from medverse.io.dataset_json import read_dataset_json
 from medverse.validation import check_label_map
 
 __all__ = ["NnunetDataset", "DATASET_ALIGNMENTS"]

@@ -20,17 +20,16 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from medverse.errors import InputError
 from medverse.intensity import normalize_intensity as normalize_intensity  # old path, see below
+from medverse.io.dataset_json import read_dataset_json
 from medverse.io.volume import Volume, read_volume
 from medverse.types import PathLike
 from medverse.validation import (
@@ -50,7 +49,6 @@ __all__ = [
     "dataset_label_names",
     "looks_like_labels",
     "check_every_image_labelled",
-    "read_dataset_json",
     "swapped_pair",
 ]
 # normalize_intensity moved to medverse.intensity; importing it from here keeps working for one
@@ -104,24 +102,6 @@ def dataset_label_names(meta: Mapping[str, object]) -> dict[int, str]:
             elif str(key).isdigit():  # v1: "value" -> name
                 names[int(key)] = str(value)
     return dict(sorted(names.items()))
-
-
-def read_dataset_json(root: PathLike) -> dict[str, Any]:
-    """The ``dataset.json`` of an nnU-Net raw folder, or ``{}`` when there is none.
-
-    Raises:
-        InputError: the file is not valid JSON or not a JSON object (the message names it).
-    """
-    path = Path(root) / "dataset.json"
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise InputError(f"'{path}': not readable as JSON ({error})") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"'{path}': expected a JSON object, got {type(meta).__name__}")
-    return meta
 
 
 def check_every_image_labelled(root: PathLike, ending: str) -> None:
