@@ -1,5 +1,8 @@
 """``cli/train.py``: how ``medverse train`` turns its options into a :func:`run` call and reports.
 
+``python -m medverse.training`` shares this path (``training/command.py``): see
+``tests/training/test_command.py``.
+
 A real (tiny) run through the command is in ``tests/training/test_loop.py``; here ``run`` is
 replaced by a recorder, so the overrides, the ``--time-limit`` conversion, the refusals and the
 three report lines are checked in milliseconds.
@@ -15,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-import medverse.training.loop as loop
+import medverse.training.command as command
 from medverse.cli.main import app
 from medverse.training.config import TrainConfig
 from medverse.training.loop import TrainResult
@@ -37,7 +40,7 @@ def runs(monkeypatch) -> SimpleNamespace:
             step=config.steps, out_dir=Path(config.out_dir), weights=Path("w/model"), seconds=1.25
         )
 
-    monkeypatch.setattr(loop, "run", fake_run)
+    monkeypatch.setattr(command, "run", fake_run)
     return runs
 
 

@@ -39,50 +39,16 @@ def train(
     Example:
       medverse train --config configs/train_small_synthetic.yaml --time-limit 60
     """
-    from medverse.errors import InputError
-    from medverse.training.config import TrainConfig
-    from medverse.training.loop import run
+    from medverse.training.command import run_from_options, summary_lines
 
-    if config.suffix.lower() not in (".yaml", ".yml", ".json"):
-        raise InputError(
-            f"training config '{config}': expected a .yaml, .yml or .json file, got '{config.suffix}'"
-        )
-    train_config = TrainConfig.from_file(config)
-    changes: dict[str, object] = {}
-    if steps is not None:
-        changes["steps"] = steps
-    if out_dir is not None:
-        changes["out_dir"] = str(out_dir)
-    if changes:
-        try:
-            train_config = train_config.replace(**changes)
-        except InputError as err:
-            raise InputError(
-                f"training config '{config}' with command-line overrides: {err}"
-            ) from None
-    if stop_at is not None and stop_at < 1:  # before: a run folder, exit 0 and no checkpoint
-        raise InputError(f"--stop-at must be a step >= 1, got {stop_at}")
-    if time_limit is not None and not time_limit > 0:
-        raise InputError(f"--time-limit must be a positive number of minutes, got {time_limit}")
-    result = run(
-        train_config,
+    train_config, result = run_from_options(
+        config,
         resume=resume,
+        steps=steps,
+        out_dir=out_dir,
         stop_at=stop_at,
-        time_limit=None if time_limit is None else 60.0 * time_limit,
+        time_limit=time_limit,
         progress=progress,
     )
-    if result.weights is not None:
-        typer.echo(
-            f"trained {result.step} steps in {result.seconds:.1f} s; weights: {result.weights}"
-        )
-    else:
-        typer.echo(
-            f"stopped at step {result.step}/{train_config.steps}; checkpoint: {result.checkpoint} "
-            "(continue with --resume)"
-        )
-    if result.validation:
-        step, metrics = result.validation[-1]
-        shown = ", ".join(
-            f"{k} {v:.4f}" for k, v in metrics.items() if k in ("dice", "psnr", "ssim")
-        )
-        typer.echo(f"validation at step {step}: {shown}")
+    for line in summary_lines(train_config, result):
+        typer.echo(line)

@@ -1,9 +1,15 @@
-"""``python -m medverse.training --config FILE.yaml [--resume]`` (also under ``torchrun``)."""
+"""``python -m medverse.training --config FILE.yaml [--resume]`` (also under ``torchrun``).
+
+The same options and messages as ``medverse train`` (both go through
+:mod:`medverse.training.command`); this entry point exists because ``torchrun -m`` wants a
+module. Usage errors exit with 2, bad input with one ``error:`` line and 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -33,46 +39,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from medverse.errors import MedverseError
-    from medverse.training.config import TrainConfig
-    from medverse.training.distributed import cleanup, init_distributed
-    from medverse.training.loop import run
+    from medverse.training.command import run_from_options, summary_lines
 
-    try:
-        config = TrainConfig.from_file(args.config)
-        changes = {}
-        if args.steps is not None:
-            changes["steps"] = args.steps
-        if args.out_dir is not None:
-            changes["out_dir"] = args.out_dir
-        if changes:
-            config = config.replace(**changes)
-        info = init_distributed(config.device)
-    except MedverseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    rank = int(os.environ.get("RANK", "0"))  # set by torchrun; the process group comes later
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(
-        level=level if info.is_main else logging.ERROR,
-        format=f"%(levelname)s [rank {info.rank}] %(name)s: %(message)s",
+        level=level if rank == 0 else logging.ERROR,
+        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
-        result = run(
-            config,
+        config, result = run_from_options(
+            args.config,
             resume=args.resume,
+            steps=args.steps,
+            out_dir=args.out_dir,
             stop_at=args.stop_at,
-            time_limit=None if args.time_limit is None else 60.0 * args.time_limit,
+            time_limit=args.time_limit,
             progress=args.progress,
-            info=info,
         )
     except MedverseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    finally:
-        cleanup(info)
-    if info.is_main:
-        where = result.weights or result.checkpoint
-        print(f"step {result.step}/{config.steps} in {result.seconds:.1f} s; wrote {where}")
+    except OSError as err:
+        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    if rank == 0:
+        print("\n".join(summary_lines(config, result)))
     return 0
 
 

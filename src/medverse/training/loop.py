@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medverse.errors import InputError
 from medverse.model.config import ModelConfig
 from medverse.training.checkpoints import (
     CHECKPOINT_VERSION,
@@ -244,8 +245,13 @@ def run(
 
     Raises:
         InputError: bad data, a checkpoint that does not match the config, ``out_dir`` already
-            holding a run while ``resume`` is False, or nothing to resume.
+            holding a run while ``resume`` is False or not creatable, nothing to resume, or
+            ``stop_at`` below 1 or ``time_limit`` not a positive number.
     """
+    if stop_at is not None and not stop_at >= 1:
+        raise InputError(f"stop_at must be a step >= 1, got {stop_at}")
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise InputError(f"time_limit must be a positive number of seconds, got {time_limit}")
     started = time.perf_counter()
     owns_group = info is None
     info = info or init_distributed(config.device)
@@ -274,6 +280,13 @@ def _run(
     out_dir = Path(config.out_dir)
     device = info.device
     checkpoint_path = _resume_path(out_dir, resume)
+    if info.is_main:  # before the data and the model are built: a bad folder fails at once
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(
+                f"out_dir '{out_dir}': cannot create the run folder ({err.strerror or err})"
+            ) from None
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
 
     random.seed(config.seed)
@@ -297,7 +310,6 @@ def _run(
         )
 
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.yaml")
     barrier(info)
     logs = _Logs(out_dir, start_step, info.is_main, config.log_every)
