@@ -80,3 +80,13 @@ def test_replaces_an_existing_file_and_numpy_keeps_the_name(tmp_path: Path) -> N
         np.testing.assert_array_equal(data["x"], np.arange(3))
     assert _listing(tmp_path) == ["entry.npz"]
     assert os.access(destination, os.R_OK)
+
+
+def test_a_move_that_fails_names_the_destination_not_the_temporary(tmp_path: Path) -> None:
+    destination = tmp_path / "taken"
+    destination.mkdir()
+    with pytest.raises(IsADirectoryError) as caught, atomic_path(destination) as temporary:
+        temporary.write_bytes(b"data")
+    assert caught.value.filename == str(destination)
+    assert ".tmp-" not in str(caught.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]

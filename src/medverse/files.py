@@ -62,7 +62,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary = temporary_name(destination)
     try:
         yield temporary
-        os.replace(temporary, destination)
+        try:
+            os.replace(temporary, destination)
+        except OSError as error:  # name the file the user asked for, not the temporary one
+            raise type(error)(error.errno, error.strerror, str(destination)) from None
     finally:
         temporary.unlink(missing_ok=True)
 

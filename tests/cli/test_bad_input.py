@@ -176,3 +176,27 @@ def test_upper_case_output_extension_is_written(case, tmp_path) -> None:
     res = CliRunner().invoke(app, list(map(str, args)))
     assert res.exit_code == 0, res.output
     assert nib.load(out).shape == SHAPE
+
+
+def test_a_cache_dir_that_is_a_file_is_refused(case, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    args = ["predict", "--no-progress", "--model", case["model"], "--align", "deformable",
+            "-t", case["t"], "-c", case["a"], case["a_seg"], "-o", tmp_path / "p.nii.gz",
+            "--cache-dir", cache]  # fmt: skip
+    res = CliRunner().invoke(app, list(map(str, args)))
+    assert res.exit_code == 1, res.output
+    assert _one_error_line(res.output) == f"error: registration cache '{cache}': not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    assert cache.read_text() == "not a folder"
+
+
+def test_a_folder_where_the_label_names_go_is_refused_before_predicting(case, tmp_path) -> None:
+    (tmp_path / "p.labels.json").mkdir()
+    args = [*_predict_args(case), "-t", case["t"], "-c", case["a"], case["a_seg"],
+            "-o", tmp_path / "p.nii.gz"]  # fmt: skip
+    res = CliRunner().invoke(app, list(map(str, args)))
+    assert res.exit_code == 1, res.output
+    line = _one_error_line(res.output)
+    assert f"'{tmp_path / 'p.labels.json'}' is a folder" in line and "label names" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.labels.json"]

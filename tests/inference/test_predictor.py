@@ -104,3 +104,47 @@ def test_predict_is_the_array_pipeline_on_the_aligned_arrays(tmp_path) -> None:
     np.testing.assert_array_equal(result.array, expected.array)
     assert result.summary["windows"] == expected.draws[-1].num_windows == [1, 8]
     assert result.summary["draws"] == 2 and result.labels == (1,)
+
+
+def _segmentation(tmp_path: Path):  # noqa: ANN202
+    from medverse.inference.predictor import Prediction
+
+    array = np.zeros((6, 5, 4), np.uint8)
+    array[1:3, 1:3, 1:3] = 2
+    return Prediction(array, np.eye(4), "segmentation", array[None].astype(np.float32),
+                      labels=(2,), label_names={2: "liver"})  # fmt: skip
+
+
+def test_a_segmentation_is_saved_with_its_sidecar_or_not_at_all(tmp_path, monkeypatch) -> None:
+    prediction = _segmentation(tmp_path)
+    out = tmp_path / "p.nii.gz"
+    volume, sidecar = prediction.save(out)
+    assert (volume, sidecar) == (out, tmp_path / "p.labels.json")
+    assert np.array_equal(np.asarray(nib.load(out).dataobj), prediction.array)
+    written = sidecar.read_bytes()
+
+    # the sidecar cannot be written: no volume is left without it
+    blocked = tmp_path / "q.labels.json"
+    blocked.mkdir()
+    with pytest.raises(IsADirectoryError, match="q.labels.json"):
+        prediction.save(tmp_path / "q.nii.gz")
+    assert not (tmp_path / "q.nii.gz").exists()
+
+    # the volume cannot be written: the sidecar written for it is taken back (old one restored)
+    import medverse.inference.predictor as module
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(28, "No space left on device", str(out))
+
+    sidecar.write_text('{"old": true}')
+    monkeypatch.setattr(module, "write_volume", broken)
+    with pytest.raises(OSError, match="No space left"):
+        prediction.save(out)
+    assert sidecar.read_text() == '{"old": true}' and written != sidecar.read_bytes()
+    with pytest.raises(OSError, match="No space left"):
+        prediction.save(tmp_path / "new.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "p.labels.json",
+        "p.nii.gz",
+        "q.labels.json",
+    ]

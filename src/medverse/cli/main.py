@@ -417,7 +417,7 @@ def predict(
     from medverse.inference.guards import target_warnings
     from medverse.inference.predictor import Predictor
     from medverse.io.context import Context
-    from medverse.io.volume import WRITABLE_EXTENSIONS, read_volume
+    from medverse.io.volume import WRITABLE_EXTENSIONS, label_names_path, read_volume
     from medverse.validation import check_not_an_input
 
     if cohort:
@@ -436,6 +436,11 @@ def predict(
             )
         if out.is_dir():  # before: found by the writer, after the whole prediction
             raise InputError(f"'{out}' is a folder; give the output file's name")
+        if out is output and label_names_path(out).is_dir():
+            raise InputError(
+                f"'{label_names_path(out)}' is a folder; a segmentation's label names are "
+                f"written there beside '{out.name}': move the folder or choose another output"
+            )
         if not any(out.name.lower().endswith(ext) for ext in WRITABLE_EXTENSIONS):
             raise InputError(
                 f"'{out}': unsupported output extension; use one of {', '.join(WRITABLE_EXTENSIONS)}"

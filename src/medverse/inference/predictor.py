@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError, RegistrationError
+from medverse.files import atomic_path
 from medverse.inference.driver import InferenceConfig, autocast_dtype
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
 from medverse.inference.pipeline import ModelInputs, ensemble_draws, predict_arrays
@@ -38,6 +39,7 @@ from medverse.io.alignment import ALIGN_MODES, align_pair
 from medverse.io.context import Context
 from medverse.io.volume import (
     Volume,
+    label_names_path,
     nifti_codes,
     read_volume,
     write_label_names,
@@ -106,10 +108,23 @@ class Prediction:
             if self.task == "segmentation":  # the narrowest integer type holding every label
                 top = max(self.labels, default=0)
                 dtype = np.uint8 if top < 256 else np.int16 if top < 2**15 else np.int32
-            written = [write_volume(path, self.array, self.affine, dtype=dtype, codes=codes)]
-            if self.task == "segmentation":
-                written.append(write_label_names(path, self.labels, self.label_names))
-            return written
+            if self.task != "segmentation":
+                return [write_volume(path, self.array, self.affine, dtype=dtype, codes=codes)]
+            # The sidecar first: a sidecar that cannot be written leaves no volume without one,
+            # and a volume that cannot be written takes back the sidecar written for it.
+            sidecar = label_names_path(path)
+            before = sidecar.read_bytes() if sidecar.is_file() else None
+            names = write_label_names(path, self.labels, self.label_names)
+            try:
+                volume = write_volume(path, self.array, self.affine, dtype=dtype, codes=codes)
+            except BaseException:
+                if before is None:
+                    sidecar.unlink(missing_ok=True)
+                else:
+                    with atomic_path(sidecar) as temporary:
+                        temporary.write_bytes(before)
+                raise
+            return [volume, names]
         if self.raw.shape[0] == 1:
             return [write_volume(path, self.raw[0], self.affine, dtype=np.float32, codes=codes)]
         return [

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
+from medverse.errors import InputError
 from medverse.files import atomic_path
 from medverse.registration.ants_engine import _import_ants
 from medverse.registration.settings import RegistrationSettings
@@ -60,6 +61,9 @@ class RegistrationCache:
         directory: the cache folder (created on first write); ``None`` uses
             :func:`default_cache_dir`.
 
+    Raises:
+        InputError: ``directory`` exists and is not a folder.
+
     Example:
         >>> cache = RegistrationCache("/tmp/medverse-registrations")  # doctest: +SKIP
         >>> register(target, context, cache=cache).cached  # doctest: +SKIP
@@ -70,6 +74,8 @@ class RegistrationCache:
 
     def __init__(self, directory: PathLike | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise InputError(f"registration cache '{self.directory}': not a folder")
 
     def __repr__(self) -> str:
         return f"RegistrationCache('{self.directory}')"
