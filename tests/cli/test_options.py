@@ -128,3 +128,25 @@ def test_both_spellings_with_different_values_are_a_usage_error(tmp_path) -> Non
     assert res.returncode == 2
     assert "--contexts is the old spelling of --num-contexts: give one of them" in res.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_choice_types_are_the_librarys_constants() -> None:
+    from medverse.cli.options import Engine, ModelAlign, Refine
+    from medverse.evaluation.model_method import MODEL_ALIGNMENTS
+    from medverse.inference.driver import REFINE_MODES
+    from medverse.registration.settings import ENGINES
+
+    assert [m.value for m in Refine] == list(REFINE_MODES)
+    assert sorted(m.value for m in ModelAlign) == sorted(MODEL_ALIGNMENTS)
+    assert [m.value for m in Engine] == list(ENGINES)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--align", "nearest"), ("--engine", "elastix")])
+def test_evaluate_choices_are_usage_errors_before_any_work(tmp_path, option, value) -> None:
+    from medverse.cli.main import app
+
+    res = CliRunner().invoke(app, ["evaluate", "-o", str(tmp_path / "r"), option, value])
+    assert res.exit_code == 2, res.output
+    assert f"Error: Invalid value for '{option}'" in res.output
+    assert f"'{value}' is not one of" in res.output
+    assert not (tmp_path / "r").exists()

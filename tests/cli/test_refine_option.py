@@ -35,7 +35,8 @@ def test_predict_bad_refine_is_a_usage_error() -> None:
 def test_evaluate_bad_refine_is_a_usage_error(tmp_path) -> None:  # noqa: ANN001
     res = _medverse("evaluate", "--out", str(tmp_path / "r"), "--refine", "sometimes")
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "Invalid value for --refine" in res.stderr and "'adaptive'" in res.stderr
+    assert "Error: Invalid value for '--refine'" in res.stderr and "'adaptive'" in res.stderr
+    assert res.stderr.count("Usage: medverse evaluate") == 1
     assert "Traceback" not in res.stderr
 
 

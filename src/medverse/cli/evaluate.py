@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from medverse.cli.options import CACHE_DIR, NO_CACHE, old_spelling, registration_cache, spelled
+from medverse.cli.options import (
+    CACHE_DIR,
+    NO_CACHE,
+    Engine,
+    ModelAlign,
+    Refine,
+    old_spelling,
+    registration_cache,
+    spelled,
+)
 
 __all__ = ["evaluate"]
 
@@ -69,8 +78,8 @@ def evaluate(
         "guided segmentation, from the same runs; medverse_stacked_fusion: its stacking "
         "refitted without the network (what the network adds).",
     ),
-    align: str = typer.Option(
-        "auto",
+    align: ModelAlign = typer.Option(
+        ModelAlign.auto,
         "--align",
         help="How the model's contexts reach the target: none (as the protocol gives them, on "
         "the target grid), affine or deformable (registered; deformable segmentation is "
@@ -78,8 +87,8 @@ def evaluate(
         "predict: registration-guided segmentation when the model has a prior gate (the "
         "bundled medverse-small has one), none otherwise and for image tasks.",
     ),
-    engine: str = typer.Option(
-        "ants", help="Registration engine of --align and of the registering baselines."
+    engine: Engine = typer.Option(
+        Engine.ants, help="Registration engine of --align and of the registering baselines."
     ),
     cache_dir: Path = CACHE_DIR,
     no_cache: bool = NO_CACHE,
@@ -98,8 +107,8 @@ def evaluate(
         "--calibrate/--no-calibrate",
         help="Image tasks: in-context calibration of the model's output (as medverse predict).",
     ),
-    refine: str = typer.Option(
-        "all",
+    refine: Refine = typer.Option(
+        Refine.all,
         "--refine",
         help="The model's finer levels (coarse-to-fine path, not the registration-guided one): "
         "all windows, or adaptive: segmentation windows where the up-sampled coarser "
@@ -117,6 +126,7 @@ def evaluate(
       medverse evaluate --output-dir r/ --model medverse-small --methods medverse,joint_label_fusion
       medverse evaluate --output-dir report/ --model medverse-small --dataset Dataset001_Liver/
     """
+    align, engine, refine = ModelAlign(align).value, Engine(engine).value, Refine(refine).value
     out = spelled(ctx, output_dir, old_out, new="--output-dir", old="--out")
     if out is None:
         ctx.fail("Missing option '--output-dir' / '-o'.")
@@ -142,26 +152,13 @@ def evaluate(
         nl_means,
     )
     from medverse.evaluation.kit_config import kit_shape
-    from medverse.evaluation.model_method import MODEL_ALIGNMENTS
     from medverse.evaluation.protocol import evaluate as run_protocol
     from medverse.evaluation.report import write_report
-    from medverse.inference.driver import REFINE_MODES
-    from medverse.registration.settings import ENGINES
 
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(METHODS))
     if unknown:
         raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    if align not in MODEL_ALIGNMENTS:
-        raise typer.BadParameter(
-            f"{align!r}; choose from {list(MODEL_ALIGNMENTS)}", param_hint="--align"
-        )
-    if refine not in REFINE_MODES:
-        raise typer.BadParameter(
-            f"{refine!r}; choose from {list(REFINE_MODES)}", param_hint="--refine"
-        )
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"{engine!r}; choose from {list(ENGINES)}", param_hint="--engine")
     parts = [m for m in wanted if m in GUIDED_PARTS]
     unguided = typer.BadParameter(
         f"{parts} are parts of the registration-guided segmentation: add --align deformable",

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperCommand
 
-from medverse.cli.options import CACHE_DIR, NO_CACHE, registration_cache
+from medverse.cli.options import CACHE_DIR, NO_CACHE, Refine, registration_cache
 
 app = typer.Typer(
     name="medverse",
@@ -215,11 +215,6 @@ class Task(str, Enum):
 class Compat(str, Enum):
     medverse = "medverse"
     released = "released"
-
-
-class Refine(str, Enum):
-    all = "all"
-    adaptive = "adaptive"
 
 
 class Precision(str, Enum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -10,9 +11,43 @@ import typer
 if TYPE_CHECKING:
     from medverse.registration.cache import RegistrationCache
 
-__all__ = ["CACHE_DIR", "NO_CACHE", "old_spelling", "registration_cache", "spelled"]
+__all__ = [
+    "CACHE_DIR",
+    "NO_CACHE",
+    "Engine",
+    "ModelAlign",
+    "Refine",
+    "old_spelling",
+    "registration_cache",
+    "spelled",
+]
 
 T = TypeVar("T")
+
+# Choices as click types, so a bad value is a usage error at once, before the command's heavy
+# imports; tests/cli/test_options.py checks that they equal the library's constants
+# (inference.driver.REFINE_MODES, evaluation.model_method.MODEL_ALIGNMENTS,
+# registration.settings.ENGINES).
+
+
+class Refine(str, Enum):
+    all = "all"
+    adaptive = "adaptive"
+
+
+class ModelAlign(str, Enum):
+    """How ``medverse evaluate`` brings the model's contexts to the target."""
+
+    auto = "auto"
+    none = "none"
+    affine = "affine"
+    deformable = "deformable"
+
+
+class Engine(str, Enum):
+    ants = "ants"
+    sitk = "sitk"
+
 
 CACHE_DIR = typer.Option(
     None,
