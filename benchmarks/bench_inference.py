@@ -40,8 +40,11 @@ from _measure import in_subprocess, volume_args
 CODE = """
 import time, torch, json
 torch.set_num_threads({threads})
-from medverse.checkpoint.factory import load_model
-from medverse.checkpoint.model_registry import get_spec
+try:
+    from medverse.checkpoint.factory import load_model
+    from medverse.checkpoint.model_registry import get_spec
+except ImportError:  # a revision from before the checkpoint room was split
+    from medverse.checkpoint.registry import get_spec, load_model
 from medverse.inference.driver import InferenceConfig, run_inference
 spec = get_spec({model!r})
 net = load_model({model!r}, pretrained=spec.weights is not None)

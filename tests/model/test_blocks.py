@@ -8,12 +8,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from medverse.model.blocks import (
+    GELU,
+    ONEDNN_POINTWISE_MIN_VOXELS,
     Conv3d,
     Downsample,
     Pointwise,
     ResidualUnit,
     UpsampleMerge,
+    _onednn_pointwise,
+    channel_mix,
     conv1x1,
+    gelu,
     upsample2x,
 )
 
@@ -75,7 +80,7 @@ def test_conv3d_matches_the_functional_conv(shape: tuple[int, ...]) -> None:
 def test_residual_unit_layers_alternate_conv_and_gelu(num_convs: int) -> None:
     unit = ResidualUnit(3, num_convs)
     kinds = [type(m) for m in unit.layers]
-    assert kinds == [Conv3d if i % 2 == 0 else nn.GELU for i in range(2 * num_convs - 1)]
+    assert kinds == [Conv3d if i % 2 == 0 else GELU for i in range(2 * num_convs - 1)]
     weight_keys = sorted(k for k in unit.state_dict() if k.endswith(".weight"))
     assert weight_keys == [f"layers.{2 * i}.weight" for i in range(num_convs)]
 
@@ -171,3 +176,47 @@ def test_upsample_merge_puts_the_upsampled_input_first_and_the_skip_after() -> N
     torch.testing.assert_close(_merge_picking(1)(x, skip)[:, 0], up[:, 1])
     torch.testing.assert_close(_merge_picking(3)(x, skip)[:, 0], skip[:, 0])
     torch.testing.assert_close(_merge_picking(4)(x, skip)[:, 1], skip[:, 1])
+
+
+def _channels_last(*shape: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(sum(shape))
+    return torch.randn(*shape, generator=generator).contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 32, 32, 32), (1, 1, 40, 36, 32), (2, 16, 8, 8, 8)])
+def test_channel_mix_is_the_1x1x1_convolution_on_every_path(shape) -> None:  # noqa: ANN001
+    x = _channels_last(*shape)
+    weight = torch.randn(5, shape[1], generator=torch.Generator().manual_seed(1))
+    bias = torch.randn(5, generator=torch.Generator().manual_seed(2))
+    expected = F.conv3d(x.contiguous(), weight[:, :, None, None, None], bias)
+    out = channel_mix(x, weight, bias)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    large = shape[2] * shape[3] * shape[4] >= ONEDNN_POINTWISE_MIN_VOXELS and shape[1] > 1
+    assert _onednn_pointwise(x) is (large and torch.backends.mkldnn.is_available())
+    # a column block of a wider weight (the split merges) gives the same
+    wide = torch.cat([weight, torch.randn(5, 3)], dim=1)
+    block = wide.split([shape[1], 3], dim=1)[0]
+    torch.testing.assert_close(channel_mix(x, block, bias), expected, rtol=0, atol=1e-5)
+
+
+def test_channel_mix_keeps_the_matmul_under_autocast_and_for_channels_first_maps() -> None:
+    x = _channels_last(1, 8, 32, 32, 32)
+    assert _onednn_pointwise(x) is torch.backends.mkldnn.is_available()
+    assert not _onednn_pointwise(x.contiguous())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _onednn_pointwise(x)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "strided"])
+def test_gelu_is_the_exact_gelu_in_the_same_layout(layout: str) -> None:
+    x = _channels_last(2, 8, 12, 10, 6) * 4
+    if layout == "contiguous":
+        x = x.contiguous()
+    elif layout == "strided":
+        x = x[:, :, ::2]
+    out = gelu(x)
+    torch.testing.assert_close(out, F.gelu(x), rtol=0, atol=1e-6)
+    assert out.stride() == F.gelu(x).stride() or layout == "strided"
+    assert isinstance(GELU(), nn.GELU) and GELU().approximate == "none"
+    torch.testing.assert_close(GELU()(x), out, rtol=0, atol=0)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from medverse.errors import InputError, ResourceError
+from medverse.inference.allocator import keep_freed_memory
 from medverse.inference.pyramid import LEVEL_RULES, LevelPlan, plan_levels
 from medverse.inference.window import crop_windows, predict_window
 from medverse.model.network import MedverseNet
@@ -345,6 +346,8 @@ def run_inference(
         ResourceError: out of memory, with the knobs to lower.
     """
     cfg = config or InferenceConfig()
+    if target.device.type == "cpu":
+        keep_freed_memory()  # the maps of every window reuse freed memory (allocator.py)
     start = time.perf_counter()
     window = net.config.window
     shape = tuple(target.shape[-3:])

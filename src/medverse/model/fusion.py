@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medverse.model.attention import BlockwiseCrossAttention
-from medverse.model.blocks import ResidualUnit, channel_mix, conv1x1
+from medverse.model.blocks import ResidualUnit, channel_mix, conv1x1, gelu
 
 __all__ = ["FusionBlock", "KeyValues"]
 
@@ -87,4 +86,4 @@ class FusionBlock(nn.Module):
         merged = channel_mix(attn, weight_attn, self.final_conv.bias)
         merged += channel_mix(x, weight_x)
         merged += x
-        return F.gelu(merged)
+        return gelu(merged)

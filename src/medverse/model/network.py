@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medverse.model.attention import sincos_3d
-from medverse.model.blocks import Conv3d, Downsample, ResidualUnit, UpsampleMerge, conv1x1
+from medverse.model.blocks import GELU, Conv3d, Downsample, ResidualUnit, UpsampleMerge, conv1x1
 from medverse.model.config import ModelConfig
 from medverse.model.fusion import FusionBlock, KeyValues
 
@@ -67,9 +67,9 @@ class GuidedRefiner(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(
             Conv3d(channels + 2, width, kernel_size=3, padding=1),
-            nn.GELU(),
+            GELU(),
             Conv3d(width, width, kernel_size=3, padding=1),
-            nn.GELU(),
+            GELU(),
         )
         self.out = conv1x1(width, 1)
         nn.init.zeros_(self.out.weight)
