@@ -60,16 +60,27 @@ def test_pointwise_has_the_state_dict_of_a_kernel_1_conv3d() -> None:
     [
         (1, 2, 16, 16, 8),  # batch 1, >= 16 voxels along x: the direct oneDNN path (if available)
         (2, 2, 16, 16, 8),  # batch 2: PyTorch's own choice
-        (1, 2, 8, 8, 8),  # under 16 voxels along x: PyTorch's own choice
+        (1, 2, 8, 8, 8),  # under 16 voxels along x, channels-first, stride 1: oneDNN
+        (1, 2, 8, 8, 8, "channels_last"),  # ... channels-last: PyTorch's own choice
+        (1, 2, 8, 8, 8, "stride"),  # ... strided: PyTorch's own choice
     ],
 )
-def test_conv3d_matches_the_functional_conv(shape: tuple[int, ...]) -> None:
-    conv = Conv3d(2, 3, kernel_size=3, padding=1)
+def test_conv3d_matches_the_functional_conv(shape: tuple, monkeypatch) -> None:  # noqa: ANN001
+    *shape, variant = shape if isinstance(shape[-1], str) else (*shape, "")
+    stride = 2 if variant == "stride" else 1
+    conv = Conv3d(2, 3, kernel_size=3, padding=1, stride=stride)
     x = torch.randn(shape)
+    if variant == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    calls = []
+    direct = torch.mkldnn_convolution
+    monkeypatch.setattr(torch, "mkldnn_convolution", lambda *a: calls.append(1) or direct(*a))
     out = conv(x)
-    assert out.shape == (shape[0], 3, *shape[2:])
+    expect_direct = shape[0] == 1 and (shape[2] >= 16 or not variant)
+    assert calls == ([1] if expect_direct and torch.backends.mkldnn.is_available() else [])
+    assert out.shape == (shape[0], 3, *(n // stride for n in shape[2:]))
     torch.testing.assert_close(
-        out, F.conv3d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5
+        out, F.conv3d(x, conv.weight, conv.bias, padding=1, stride=stride), rtol=1e-4, atol=1e-5
     )
 
 
