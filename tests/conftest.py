@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny model configuration, seeded RNGs, the vendored golden reference."""
+"""Shared fixtures: a tiny model configuration, seeded RNGs, the vendored golden reference, a
+recorder in place of the training run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import lzma
 import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -55,3 +57,29 @@ def golden_max_diff(actual: np.ndarray, expected: dict[str, np.ndarray], key: st
     assert actual.shape == shape, (key, actual.shape, shape)
     values = actual.reshape(-1)[expected[f"{key}.index"].astype(np.int64)]
     return float(np.abs(values - expected[f"{key}.value"]).max())
+
+
+#: A training config small enough to read and write in milliseconds (never run).
+TINY_TRAIN = {"model": {"channels": [4, 8, 16], "window": 16}, "steps": 10, "out_dir": "runs/tiny"}
+
+
+@pytest.fixture
+def training_runs(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The training run that both command lines call (``training/command.py``) replaced:
+    ``calls`` gets each call's config and keywords; it returns the result queued in
+    ``results`` if any, else a finished run of 1.25 s with weights ``w/model``."""
+    import medverse.training.command as command
+    from medverse.training.loop import TrainResult
+
+    runs = SimpleNamespace(calls=[], results=[])
+
+    def fake_run(config, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        runs.calls.append({"config": config, **kwargs})
+        if runs.results:
+            return runs.results.pop()
+        return TrainResult(
+            step=config.steps, out_dir=Path(config.out_dir), weights=Path("w/model"), seconds=1.25
+        )
+
+    monkeypatch.setattr(command, "run", fake_run)
+    return runs

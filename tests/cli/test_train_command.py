@@ -13,39 +13,18 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
-import medverse.training.command as command
 from medverse.cli.main import app
 from medverse.training.config import TrainConfig
 from medverse.training.loop import TrainResult
-
-TINY = {"model": {"channels": [4, 8, 16], "window": 16}, "steps": 10, "out_dir": "runs/tiny"}
-
-
-@pytest.fixture
-def runs(monkeypatch) -> SimpleNamespace:
-    """``run`` replaced: ``calls`` gets each call's config and keywords; it returns the result
-    queued in ``results`` if any, else a finished run."""
-    runs = SimpleNamespace(calls=[], results=[])
-
-    def fake_run(config, **kwargs):
-        runs.calls.append({"config": config, **kwargs})
-        if runs.results:
-            return runs.results.pop()
-        return TrainResult(
-            step=config.steps, out_dir=Path(config.out_dir), weights=Path("w/model"), seconds=1.25
-        )
-
-    monkeypatch.setattr(command, "run", fake_run)
-    return runs
+from tests.conftest import TINY_TRAIN
 
 
 def _config(tmp_path: Path, suffix: str = ".yaml") -> Path:
-    return TrainConfig.from_dict(TINY).save(tmp_path / f"run{suffix}")
+    return TrainConfig.from_dict(TINY_TRAIN).save(tmp_path / f"run{suffix}")
 
 
 def _train(*args) -> object:
@@ -53,12 +32,12 @@ def _train(*args) -> object:
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
-def test_options_reach_run(tmp_path, runs, suffix) -> None:
+def test_options_reach_run(tmp_path, training_runs, suffix) -> None:
     res = _train("--config", _config(tmp_path, suffix), "--steps", 7, "--out-dir",
                  tmp_path / "out", "--stop-at", 3, "--time-limit", 1.5, "--resume",
                  "--no-progress")  # fmt: skip
     assert res.exit_code == 0, res.output
-    (call,) = runs.calls
+    (call,) = training_runs.calls
     assert call["config"].steps == 7 and call["config"].out_dir == str(tmp_path / "out")
     assert call["config"].model_config.channels == (4, 8, 16)
     assert (call["resume"], call["stop_at"], call["progress"]) == (True, 3, False)
@@ -66,17 +45,17 @@ def test_options_reach_run(tmp_path, runs, suffix) -> None:
     assert res.output == f"trained 7 steps in 1.2 s; weights: {Path('w/model')}\n"
 
 
-def test_defaults_keep_the_config(tmp_path, runs) -> None:
+def test_defaults_keep_the_config(tmp_path, training_runs) -> None:
     assert _train("-c", _config(tmp_path)).exit_code == 0
-    (call,) = runs.calls
-    assert call["config"] == TrainConfig.from_dict(TINY)
+    (call,) = training_runs.calls
+    assert call["config"] == TrainConfig.from_dict(TINY_TRAIN)
     assert (call["resume"], call["stop_at"], call["time_limit"], call["progress"]) == (
         False, None, None, True,
     )  # fmt: skip
 
 
-def test_stopped_run_says_how_to_continue_and_shows_validation(tmp_path, runs) -> None:
-    runs.results.append(
+def test_stopped_run_says_how_to_continue_and_shows_validation(tmp_path, training_runs) -> None:
+    training_runs.results.append(
         TrainResult(
             step=4, out_dir=tmp_path, checkpoint=Path("ck/step4.pt"),
             validation=[(2, {"dice": 0.1, "loss": 9.0}), (4, {"dice": 0.5, "psnr": 21.25})],
@@ -100,7 +79,7 @@ def test_stopped_run_says_how_to_continue_and_shows_validation(tmp_path, runs) -
         (["--stop-at", "0"], "--stop-at must be a step >= 1, got 0"),
     ],
 )
-def test_bad_overrides_are_refused_before_training(tmp_path, runs, args, message) -> None:
+def test_bad_overrides_are_refused_before_training(tmp_path, training_runs, args, message) -> None:
     path = _config(tmp_path)
     res = _train("-c", path, *args)
     assert res.exit_code == 1, res.output
@@ -108,10 +87,10 @@ def test_bad_overrides_are_refused_before_training(tmp_path, runs, args, message
     assert res.output.count("\n") == 1
     if "--steps" in args:
         assert f"training config '{path}'" in res.output
-    assert runs.calls == []
+    assert training_runs.calls == []
 
 
-def test_wrong_config_suffix_is_refused(tmp_path, runs) -> None:
+def test_wrong_config_suffix_is_refused(tmp_path, training_runs) -> None:
     wrong = tmp_path / "run.toml"
     wrong.write_text("steps = 1\n")
     res = _train("--config", wrong)
@@ -119,7 +98,7 @@ def test_wrong_config_suffix_is_refused(tmp_path, runs) -> None:
     assert res.output == (
         f"error: training config '{wrong}': expected a .yaml, .yml or .json file, got '.toml'\n"
     )
-    assert runs.calls == []
+    assert training_runs.calls == []
 
 
 def test_entry_point_usage_error_is_one_usage_line_and_exit_2(tmp_path) -> None:

@@ -8,36 +8,17 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
-import medverse.training.command as command
 from medverse.cli.main import app
 from medverse.errors import InputError
 from medverse.training.__main__ import main as module_main
 from medverse.training.config import TrainConfig
-from medverse.training.loop import TrainResult, run
+from medverse.training.loop import run
+from tests.conftest import TINY_TRAIN
 from tests.training.conftest import tiny_config
-
-TINY = {"model": {"channels": [4, 8, 16], "window": 16}, "steps": 10, "out_dir": "runs/tiny"}
-
-
-@pytest.fixture
-def runs(monkeypatch) -> SimpleNamespace:
-    runs = SimpleNamespace(calls=[], results=[])
-
-    def fake_run(config, **kwargs):
-        runs.calls.append({"config": config, **kwargs})
-        if runs.results:
-            return runs.results.pop()
-        return TrainResult(
-            step=config.steps, out_dir=Path(config.out_dir), weights=Path("w/model"), seconds=2.5
-        )
-
-    monkeypatch.setattr(command, "run", fake_run)
-    return runs
 
 
 def _both(capsys, args: list[str]) -> tuple[tuple[int, str, str], tuple[int, str]]:
@@ -49,14 +30,14 @@ def _both(capsys, args: list[str]) -> tuple[tuple[int, str, str], tuple[int, str
     return (code, captured.out, captured.err), (cli.exit_code, cli.output)
 
 
-def test_options_reach_run_and_the_summary_is_the_commands(tmp_path, runs, capsys) -> None:
-    path = TrainConfig.from_dict(TINY).save(tmp_path / "run.yaml")
+def test_options_reach_run_and_the_summary_is_the_commands(tmp_path, training_runs, capsys) -> None:
+    path = TrainConfig.from_dict(TINY_TRAIN).save(tmp_path / "run.yaml")
     args = ["--config", str(path), "--steps", "7", "--out-dir", str(tmp_path / "o"),
             "--stop-at", "3", "--time-limit", "1.5", "--resume", "--no-progress"]  # fmt: skip
     (code, out, err), (cli_code, cli_output) = _both(capsys, args)
     assert (code, cli_code, err) == (0, 0, "")
-    assert out == cli_output == f"trained 7 steps in 2.5 s; weights: {Path('w/model')}\n"
-    first, second = runs.calls
+    assert out == cli_output == f"trained 7 steps in 1.2 s; weights: {Path('w/model')}\n"
+    first, second = training_runs.calls
     assert first == second
     assert first["config"].steps == 7 and first["config"].out_dir == str(tmp_path / "o")
     assert (first["resume"], first["stop_at"], first["progress"]) == (True, 3, False)
@@ -73,14 +54,14 @@ def test_options_reach_run_and_the_summary_is_the_commands(tmp_path, runs, capsy
     ],
 )
 def test_both_entry_points_refuse_the_same_way_before_training(
-    tmp_path, runs, capsys, args, message
+    tmp_path, training_runs, capsys, args, message
 ) -> None:
-    path = TrainConfig.from_dict(TINY).save(tmp_path / "run.yaml")
+    path = TrainConfig.from_dict(TINY_TRAIN).save(tmp_path / "run.yaml")
     (code, out, err), (cli_code, cli_output) = _both(capsys, ["--config", str(path), *args])
     assert (code, cli_code, out) == (1, 1, "")
     assert err == cli_output
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
-    assert runs.calls == []
+    assert training_runs.calls == []
 
 
 def test_a_missing_config_option_is_a_usage_error(capsys) -> None:
@@ -113,7 +94,7 @@ def test_an_out_dir_that_cannot_be_made_is_named_before_any_data_is_built(
 
 
 def test_the_module_entry_point_in_a_subprocess(tmp_path) -> None:
-    path = TrainConfig.from_dict(TINY).save(tmp_path / "run.yaml")
+    path = TrainConfig.from_dict(TINY_TRAIN).save(tmp_path / "run.yaml")
     done = subprocess.run(
         [sys.executable, "-m", "medverse.training", "--config", str(path), "--stop-at", "0"],
         capture_output=True, text=True, timeout=120, check=False,
