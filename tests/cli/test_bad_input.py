@@ -200,3 +200,16 @@ def test_a_folder_where_the_label_names_go_is_refused_before_predicting(case, tm
     line = _one_error_line(res.output)
     assert f"'{tmp_path / 'p.labels.json'}' is a folder" in line and "label names" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.labels.json"]
+
+
+def test_a_target_too_thin_to_register_says_how_to_align_it(case, tmp_path) -> None:
+    thin = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(nib.load(case["t"]).get_fdata()[:, :, 7:9].astype(np.float32),
+                             AFFINE), thin)  # fmt: skip
+    args = ["predict", "--no-progress", "--model", case["model"], "--align", "affine",
+            "-t", thin, "-c", case["a"], case["a_seg"], "-o", tmp_path / "p.nii.gz"]  # fmt: skip
+    res = CliRunner().invoke(app, list(map(str, args)))
+    assert res.exit_code == 1, res.output
+    line = _one_error_line(res.output)
+    assert f"target '{thin}' has 2 voxel(s) along axis 2" in line and "--align physical" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slice.nii.gz"]

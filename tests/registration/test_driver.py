@@ -27,12 +27,36 @@ def test_a_constant_context_names_the_file(engine: str, fixed: tuple[Volume, np.
     assert "spot.nii.gz" in str(info.value)
 
 
-def test_an_engine_failure_names_the_file(fixed: tuple[Volume, np.ndarray]) -> None:
+def test_an_engine_failure_names_the_file_in_one_line(
+    fixed: tuple[Volume, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medverse.registration.driver as driver
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("Exception thrown in SimpleITK\nITK ERROR: the filter\n  gave up")
+
+    monkeypatch.setitem(driver._AFFINE, "sitk", broken)
     target, _ = fixed
-    tiny = Volume(np.random.default_rng(0).random((3, 3, 3)), np.eye(4), name="tiny.nii.gz")
+    moving = Volume(target.array[::-1].copy(), target.affine, name="moving.nii.gz")
     with pytest.raises(InputError, match="registration onto 'target.nii.gz' failed") as info:
-        register(target, tiny, kind="affine", engine="sitk")
-    assert "tiny.nii.gz" in str(info.value)
+        register(target, moving, kind="affine", engine="sitk")
+    assert "moving.nii.gz" in str(info.value)
+    assert "\n" not in str(info.value) and "ITK ERROR: the filter gave up" in str(info.value)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("role", ["target", "context"])
+def test_a_volume_too_thin_to_register_is_refused_before_the_engine(
+    fixed: tuple[Volume, np.ndarray], engine: str, role: str
+) -> None:
+    target, _ = fixed
+    thin = Volume(target.array[:, :, 10:13].copy(), target.affine, name="thin.nii.gz")
+    pair = (thin, target) if role == "target" else (target, thin)
+    with pytest.raises(InputError) as info:
+        register(*pair, kind="affine", engine=engine)
+    message = str(info.value)
+    assert "thin.nii.gz" in message and "3 voxel(s) along axis 2" in message
+    assert "at least 4 along every axis" in message and "mode='physical'" in message
 
 
 def test_no_overlap_after_registration_names_the_file(

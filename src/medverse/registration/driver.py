@@ -25,11 +25,13 @@ from medverse.validation import check_option
 if TYPE_CHECKING:
     from medverse.io.volume import Volume
 
-__all__ = ["register"]
+__all__ = ["MIN_VOXELS_PER_AXIS", "register"]
 
 logger = logging.getLogger(__name__)
 
 _SCALE_RANGE = (0.25, 4.0)  # an affine scaling outside this means the registration failed
+#: Fewer voxels than this along an axis and the engines fail (SimpleITK's smoothing needs 4).
+MIN_VOXELS_PER_AXIS = 4
 _AFFINE: dict[str, Any] = {"sitk": _sitk_affine, "ants": _ants_affine}
 _DEFORMABLE: dict[str, Any] = {"sitk": _sitk_demons, "ants": _ants_syn}
 
@@ -160,6 +162,13 @@ def _check_image(volume: Volume, moving: Volume, role: str) -> None:
     data = volume.array
     what = f"'{volume.name}'" if role == "moving" else f"target '{volume.name}'"
     head = f"cannot register '{moving.name}'"
+    if data.ndim == 3 and min(data.shape) < MIN_VOXELS_PER_AXIS:
+        axis = int(np.argmin(data.shape))
+        raise InputError(
+            f"{head}: {what} has {data.shape[axis]} voxel(s) along axis {axis} (shape "
+            f"{data.shape}); registration needs at least {MIN_VOXELS_PER_AXIS} along every axis. "
+            "Align by scanner coordinates instead (mode='physical') or give a thicker volume"
+        )
     if not np.isfinite(data).all():
         raise InputError(f"{head}: {what} has NaN or Inf voxels; replace them first")
     if data.size == 0 or float(data.min()) == float(data.max()):
@@ -184,7 +193,7 @@ def _guard(run: Any, fixed: Volume, moving: Volume, kind: str, engine: str) -> A
         hint = " (the library printed the reason above)" if "error code" in str(error) else ""
         raise RegistrationError(
             f"'{moving.name}': {engine} {kind} registration onto '{fixed.name}' failed "
-            f"({type(error).__name__}: {error}){hint}"
+            f"({type(error).__name__}: {' '.join(str(error).split())}){hint}"
         ) from error
 
 
