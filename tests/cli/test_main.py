@@ -79,6 +79,8 @@ def _invoke(*args: str, **kwargs):
         (["--context=a.nii.gz", "b.nii.gz"], "takes two files separated by a space"),
         (["-ca.nii.gz", "b.nii.gz"], "takes two files separated by a space"),
         (["-c", "a.nii.gz", "b.nii.gz", "--context", "c.nii.gz"], "requires 2 arguments"),
+        (["-c", "a.nii.gz", "-v"], "requires 2 files, got the option '-v' among them"),
+        (["--context", "-x", "a.nii.gz", "b.nii.gz"], "got the option '-x' among them"),
         (["--overwrite"], "--output-dir and --overwrite go with --targets-from"),
         (["--output-dir", "d"], "--output-dir and --overwrite go with --targets-from"),
     ],

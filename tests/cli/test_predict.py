@@ -239,7 +239,8 @@ def test_missing_output_folder_and_unpaired_context(case, model_dir, tmp_path) -
         "--output",
         tmp_path / "p.nii.gz",
     )
-    assert code == 1 and "has no OUTPUT" in text and "a.nii.gz" in text
+    # a usage error before anything loads (it was found after the model was loaded, exit 1)
+    assert code == 2 and "requires 2 files, got the option '--raw' among them" in text
     assert not (tmp_path / "p.nii.gz").exists()
 
 

@@ -271,6 +271,16 @@ class PairOptionCommand(TyperCommand):
                         ctx=ctx,
                         param_hint="'--context'",
                     )
+                option = next(
+                    (a for a in args[i + 1 : i + 3] if a.startswith("-") and a != "-"), None
+                )
+                if option is not None:  # `-c IMG -o OUT` would take -o as the output file
+                    raise typer.BadParameter(
+                        f"requires 2 files, got the option {option!r} among them: "
+                        "--context IMAGE OUTPUT",
+                        ctx=ctx,
+                        param_hint="'--context'",
+                    )
                 flat += [arg, args[i + 1], arg, args[i + 2]]
                 i += 3
                 continue
