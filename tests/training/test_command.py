@@ -102,3 +102,11 @@ def test_the_module_entry_point_in_a_subprocess(tmp_path) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr == "error: --stop-at must be a step >= 1, got 0\n"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_fails_on_its_data_leaves_no_run_folder(tmp_path) -> None:
+    missing = tmp_path / "Dataset001_Missing"
+    config = tiny_config(tmp_path / "new" / "run", data=[{"kind": "nnunet", "path": str(missing)}])
+    with pytest.raises(InputError, match="dataset.json' not found"):
+        run(config)
+    assert not (tmp_path / "new").exists()

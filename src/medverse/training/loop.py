@@ -266,6 +266,21 @@ def run(
             cleanup(info)
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Raise if ``out_dir`` cannot be made: its nearest existing ancestor is a file or not
+    writable. Nothing is created here, so a run that fails on its data leaves no folder."""
+    ancestor = out_dir
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    problem = None
+    if not ancestor.is_dir():
+        problem = f"'{ancestor}' is not a folder"
+    elif not os.access(ancestor, os.W_OK | os.X_OK):
+        problem = f"'{ancestor}' is not writable"
+    if problem is not None:
+        raise InputError(f"out_dir '{out_dir}': cannot create the run folder ({problem})")
+
+
 def _run(
     config: TrainConfig,
     resume: bool | str | os.PathLike[str],
@@ -281,12 +296,7 @@ def _run(
     device = info.device
     checkpoint_path = _resume_path(out_dir, resume)
     if info.is_main:  # before the data and the model are built: a bad folder fails at once
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise InputError(
-                f"out_dir '{out_dir}': cannot create the run folder ({err.strerror or err})"
-            ) from None
+        _check_out_dir(out_dir)
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
 
     random.seed(config.seed)
@@ -310,6 +320,12 @@ def _run(
         )
 
     if info.is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(
+                f"out_dir '{out_dir}': cannot create the run folder ({err.strerror or err})"
+            ) from None
         config.save(out_dir / "config.yaml")
     barrier(info)
     logs = _Logs(out_dir, start_step, info.is_main, config.log_every)
