@@ -244,9 +244,10 @@ def run(
         :class:`TrainResult`.
 
     Raises:
-        InputError: bad data, a checkpoint that does not match the config, ``out_dir`` already
-            holding a run while ``resume`` is False or not creatable, nothing to resume, or
-            ``stop_at`` below 1 or ``time_limit`` not a positive number.
+        InputError: bad data, a checkpoint that does not match the config, an ``out_dir``
+            already holding a run while ``resume`` is False or one that cannot be created,
+            nothing to resume, ``stop_at`` below 1, or a ``time_limit`` that is not a positive
+            number.
     """
     if stop_at is not None and not stop_at >= 1:
         raise InputError(f"stop_at must be a step >= 1, got {stop_at}")
