@@ -13,41 +13,19 @@ import numpy as np
 from medverse.errors import InputError
 from medverse.evaluation.kit_build import EvaluationKit
 from medverse.evaluation.records import EvaluationCase, TaskInfo
-from medverse.files import atomic_path, atomic_write_text
+from medverse.files import atomic_write_text
+from medverse.io.dataset_json import read_dataset_json
+from medverse.io.volume import read_volume, write_volume
 
 __all__ = ["KitFolder", "load_kit", "write_kit"]
 
 
-def _write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    """The kit's only writer: medverse.io when present, else nibabel; atomic either way."""
-    try:
-        from medverse.io.volume import write_volume
-    except ImportError:
-        write_volume = None
-    if write_volume is not None:
-        write_volume(path, array, affine)
-        return
-    import nibabel as nib
-
-    with atomic_path(path) as temporary:
-        nib.save(nib.Nifti1Image(np.asarray(array), affine), str(temporary))
-
-
 def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The kit's only reader: medverse.io when present, else nibabel. Returns (array, affine)."""
+    """A kit volume as (float32 array, affine)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; was the kit folder written completely?")
-    try:
-        from medverse.io.volume import read_volume
-    except ImportError:
-        read_volume = None
-    if read_volume is not None:
-        volume = read_volume(path)
-        return np.asarray(volume.array, dtype=np.float32), np.asarray(volume.affine)
-    import nibabel as nib
-
-    image = nib.load(str(path))
-    return np.asarray(image.get_fdata(), dtype=np.float32), np.asarray(image.affine)
+    volume = read_volume(path)
+    return np.asarray(volume.array, dtype=np.float32), np.asarray(volume.affine)
 
 
 _README = """# medverse evaluation kit — NOT FOR TRAINING
@@ -68,17 +46,17 @@ def write_kit(kit: EvaluationKit, out_dir: str | os.PathLike[str]) -> Path:
     root = Path(out_dir)
     (root / "imagesTs").mkdir(parents=True, exist_ok=True)
     for subject_id, subject in kit.subjects.items():
-        _write_volume(root / "imagesTs" / f"{subject_id}_0000.nii.gz", subject.image, kit.affine)
+        write_volume(root / "imagesTs" / f"{subject_id}_0000.nii.gz", subject.image, kit.affine)
         for task, info in kit.tasks.items():
             case = kit.load_case(subject_id, task)
             folder = root / "labelsTs" / task
             folder.mkdir(parents=True, exist_ok=True)
             output = case.output.astype(np.uint8) if info.family == "segmentation" else case.output
-            _write_volume(folder / f"{subject_id}.nii.gz", output, kit.affine)
+            write_volume(folder / f"{subject_id}.nii.gz", output, kit.affine)
             if info.family == "enhancement":
                 folder = root / "inputsTs" / task
                 folder.mkdir(parents=True, exist_ok=True)
-                _write_volume(folder / f"{subject_id}_0000.nii.gz", case.image, kit.affine)
+                write_volume(folder / f"{subject_id}_0000.nii.gz", case.image, kit.affine)
     description = kit.describe()
     description["subjects"] = {sid: s.params for sid, s in kit.subjects.items()}
     atomic_write_text(
@@ -102,7 +80,7 @@ class KitFolder:
             raise InputError(
                 f"{self.root} has no dataset.json; write the kit with write_kit first."
             )
-        self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+        self.manifest = read_dataset_json(self.root)
         self._tasks = {name: TaskInfo(**info) for name, info in self.manifest["tasks"].items()}
         self._subjects = tuple(sorted(self.manifest.get("subjects", {})))
         self.spacing = tuple(float(s) for s in self.manifest["spacing_mm"])

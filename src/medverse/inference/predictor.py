@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from medverse.errors import InputError, RegistrationError
-from medverse.files import atomic_path
+from medverse.files import atomic_write_bytes
 from medverse.inference.driver import InferenceConfig, autocast_dtype
 from medverse.inference.guided import GuidedContext, guided_segmentation, labels_from_raw
 from medverse.inference.pipeline import ModelInputs, ensemble_draws, predict_arrays
@@ -121,8 +121,7 @@ class Prediction:
                 if before is None:
                     sidecar.unlink(missing_ok=True)
                 else:
-                    with atomic_path(sidecar) as temporary:
-                        temporary.write_bytes(before)
+                    atomic_write_bytes(sidecar, before)
                 raise
             return [volume, names]
         if self.raw.shape[0] == 1:
